@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/segment-sink/segment-sink/internal/batcher"
+	"github.com/segment-sink/segment-sink/internal/config"
+	"github.com/segment-sink/segment-sink/internal/httpapi"
+	"github.com/segment-sink/segment-sink/internal/store"
+)
+
+const usageHead = `segment-sink receives Segment events and writes them, exactly once, into PostgreSQL.
+
+Usage:
+  segment-sink [serve] [flags]          run the HTTP receiver (the default command)
+  segment-sink migrate up|down|status [flags]
+                                        apply all migrations, roll back the latest one, or list them
+  segment-sink help                     show this text
+
+Endpoints:
+  POST /webhook   one Segment event (JSON object) or an array of them; signed with X-Signature
+  GET  /healthz   the process is alive
+  GET  /readyz    the database answers and its schema is migrated
+
+Every setting is an environment variable and a flag; a flag wins:
+`
+
+// run is the whole program: it parses args, wires the parts, and returns when ctx ends (a
+// signal) or something fails. Help returns flag.ErrHelp after printing the usage to stdout.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	command := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		command, args = args[0], args[1:]
+	}
+	switch command {
+	case "serve":
+		return serve(ctx, args, getenv, stdout, stderr)
+	case "migrate":
+		return migrate(ctx, args, getenv, stdout)
+	case "help":
+		usage(stdout)
+		return flag.ErrHelp
+	default:
+		return fmt.Errorf("unknown command %q (see --help)", command)
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	config.Usage(w)
+}
+
+// load reads and validates the configuration.
+func load(args []string, getenv func(string) string, stdout io.Writer) (config.Config, []string, error) {
+	cfg, rest, err := config.Load(args, getenv, "segment-sink", stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return cfg, nil, err
+	}
+	if err != nil {
+		return cfg, nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, rest, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	level, _ := cfg.SlogLevel() // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func openStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: int32(cfg.PoolSize())})
+}
+
+func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return errors.New("migrate needs a direction: up, down or status")
+	}
+	direction := args[0]
+	cfg, _, err := load(args[1:], getenv, stdout)
+	if err != nil {
+		return err
+	}
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	switch direction {
+	case "up":
+		n, err := s.MigrateUp(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "applied %d migration(s)\n", n)
+		return nil
+	case "down":
+		if err := s.MigrateDown(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "rolled back the latest migration")
+		return nil
+	case "status":
+		return s.MigrationStatus(ctx, stdout)
+	default:
+		return fmt.Errorf("unknown migrate direction %q: use up, down or status", direction)
+	}
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, rest, err := load(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", rest)
+	}
+	log := newLogger(cfg, stderr)
+
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if cfg.AutoMigrate {
+		n, err := s.MigrateUp(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("schema migrated", "applied", n)
+	}
+
+	b, err := batcher.New(s, batcher.Config{
+		MaxEvents:        cfg.BatchMaxEvents,
+		MaxWait:          cfg.BatchMaxWait,
+		Flushers:         cfg.FlushWorkers,
+		MaxPendingEvents: cfg.MaxPendingEvents,
+		MaxPendingBytes:  cfg.MaxPendingBytes,
+		// Nobody waits for a flush longer than a request waits for its commit.
+		FlushTimeout: cfg.AckTimeout,
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	if len(cfg.SharedSecrets) == 0 {
+		log.Warn("SHARED_SECRET is not set: /webhook accepts unsigned requests from anyone who can reach it")
+	}
+	handler := httpapi.New(httpapi.Config{
+		Secrets:      cfg.SharedSecrets,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		AckTimeout:   cfg.AckTimeout,
+		Logger:       log,
+	}, b, s)
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30*time.Second + cfg.AckTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(stdout, "segment-sink listening on http://%s\n", ln.Addr())
+	log.Info("listening", "addr", ln.Addr().String(), "batch_max_events", cfg.BatchMaxEvents,
+		"flush_workers", cfg.FlushWorkers, "ack_timeout", cfg.AckTimeout.String())
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Stop accepting, let every accepted request wait for its commit and get its answer, then
+	// flush what is left and close the database.
+	log.Info("shutting down: draining accepted requests", "timeout", cfg.ShutdownTimeout.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Error("shutdown did not drain in time", "error", err)
+	}
+	b.Close()
+	p, _ := b.Pending()
+	log.Info("stopped", "events_left", p)
+	return nil
+}

@@ -1,0 +1,289 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+
+func TestDecodeValid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		raw   string
+		check func(t *testing.T, e Event)
+	}{
+		{
+			name: "track with every common field",
+			raw: `{"type":"track","messageId":"m1","userId":"u1","anonymousId":"a1","event":"Order Completed",
+				"properties":{"revenue":9.5},"context":{"ip":"1.2.3.4"},"integrations":{"All":true},
+				"timestamp":"2024-05-01T11:00:00.123Z","sentAt":"2024-05-01T11:00:01Z","receivedAt":"2024-05-01T11:00:02+02:00"}`,
+			check: func(t *testing.T, e Event) {
+				want := Event{Type: Track, MessageID: "m1", UserID: "u1", AnonymousID: "a1", Event: "Order Completed"}
+				if e.Type != want.Type || e.MessageID != want.MessageID || e.UserID != want.UserID || e.AnonymousID != want.AnonymousID || e.Event != want.Event {
+					t.Errorf("got %+v", e)
+				}
+				assertJSON(t, "properties", e.Properties, `{"revenue":9.5}`)
+				assertJSON(t, "context", e.Context, `{"ip":"1.2.3.4"}`)
+				assertJSON(t, "integrations", e.Integrations, `{"All":true}`)
+				assertTime(t, "timestamp", e.Timestamp, "2024-05-01T11:00:00.123Z")
+				assertTime(t, "receivedAt", e.ReceivedAt, "2024-05-01T09:00:02Z")
+				if e.Extra != nil {
+					t.Errorf("extra = %s, want none", e.Extra)
+				}
+			},
+		},
+		{
+			name: "identify keeps traits, unknown fields go to extra",
+			raw:  `{"type":"identify","userId":"u1","traits":{"email":"a@b.c"},"channel":"server","version":2,"properties":{"x":1}}`,
+			check: func(t *testing.T, e Event) {
+				assertJSON(t, "traits", e.Traits, `{"email":"a@b.c"}`)
+				assertJSON(t, "extra", e.Extra, `{"channel":"server","properties":{"x":1},"version":2}`)
+			},
+		},
+		{
+			name: "page with name and category",
+			raw:  `{"type":"page","anonymousId":"a1","name":"Home","category":"Docs","properties":{"path":"/"}}`,
+			check: func(t *testing.T, e Event) {
+				if e.Name != "Home" || e.Category != "Docs" || e.UserID != "" || e.AnonymousID != "a1" {
+					t.Errorf("got %+v", e)
+				}
+				assertJSON(t, "properties", e.Properties, `{"path":"/"}`)
+			},
+		},
+		{
+			name: "screen",
+			raw:  `{"type":"screen","userId":"u1","name":"Settings"}`,
+			check: func(t *testing.T, e Event) {
+				if e.Type != Screen || e.Name != "Settings" {
+					t.Errorf("got %+v", e)
+				}
+			},
+		},
+		{
+			name: "group",
+			raw:  `{"type":"group","userId":"u1","groupId":"g1","traits":{"plan":"pro"}}`,
+			check: func(t *testing.T, e Event) {
+				if e.GroupID != "g1" {
+					t.Errorf("groupId = %q", e.GroupID)
+				}
+				assertJSON(t, "traits", e.Traits, `{"plan":"pro"}`)
+			},
+		},
+		{
+			name: "alias",
+			raw:  `{"type":"alias","userId":"u2","previousId":"u1"}`,
+			check: func(t *testing.T, e Event) {
+				if e.PreviousID != "u1" || e.UserID != "u2" {
+					t.Errorf("got %+v", e)
+				}
+			},
+		},
+		{
+			name: "escaped strings are decoded",
+			raw:  `{"type":"track","userId":"\u00e9\"x","event":"a\\u0000b"}`,
+			check: func(t *testing.T, e Event) {
+				if e.UserID != "é\"x" || e.Event != `a\u0000b` {
+					t.Errorf("userId = %q, event = %q", e.UserID, e.Event)
+				}
+			},
+		},
+		{
+			name: "null fields are absent",
+			raw:  `{"type":"track","userId":null,"anonymousId":"a1","event":"E","context":null,"timestamp":null}`,
+			check: func(t *testing.T, e Event) {
+				if e.UserID != "" || e.Context != nil || !e.Timestamp.Equal(now) {
+					t.Errorf("got %+v", e)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e, err := Decode([]byte(tt.raw), now)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if e.Size == 0 || e.MessageID == "" {
+				t.Errorf("size %d, messageId %q: both must be set", e.Size, e.MessageID)
+			}
+			tt.check(t, e)
+		})
+	}
+}
+
+func TestDecodeInvalid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		raw    string
+		field  string
+		reason string
+	}{
+		{"not an object", `[1]`, "", "event must be a JSON object"},
+		{"a string", `"track"`, "", "event must be a JSON object"},
+		{"empty", ``, "", "event must be a JSON object"},
+		{"broken JSON", `{"type":"track",`, "", "invalid JSON"},
+		{"no type", `{"userId":"u"}`, "type", "is required"},
+		{"unknown type", `{"type":"click","userId":"u"}`, "type", "must be one of identify, track, page, screen, group, alias"},
+		{"type not a string", `{"type":1,"userId":"u"}`, "type", "must be a string"},
+		{"track without event", `{"type":"track","userId":"u"}`, "event", "is required"},
+		{"track with empty event", `{"type":"track","userId":"u","event":""}`, "event", "is required"},
+		{"track event not a string", `{"type":"track","userId":"u","event":5}`, "event", "must be a string"},
+		{"group without groupId", `{"type":"group","userId":"u"}`, "groupId", "is required"},
+		{"alias without previousId", `{"type":"alias","userId":"u"}`, "previousId", "is required"},
+		{"alias without userId", `{"type":"alias","anonymousId":"a","previousId":"p"}`, "userId", "is required"},
+		{"no user or anonymous id", `{"type":"identify","traits":{}}`, "userId", "userId or anonymousId is required"},
+		{"empty ids", `{"type":"identify","userId":"","anonymousId":""}`, "userId", "userId or anonymousId is required"},
+		{"userId a number", `{"type":"identify","userId":42}`, "userId", "must be a string"},
+		{"anonymousId an object", `{"type":"identify","anonymousId":{}}`, "anonymousId", "must be a string"},
+		{"messageId a number", `{"type":"identify","userId":"u","messageId":7}`, "messageId", "must be a string"},
+		{"context an array", `{"type":"identify","userId":"u","context":[]}`, "context", "must be a JSON object"},
+		{"integrations a string", `{"type":"identify","userId":"u","integrations":"x"}`, "integrations", "must be a JSON object"},
+		{"traits a string", `{"type":"identify","userId":"u","traits":"x"}`, "traits", "must be a JSON object"},
+		{"properties a number", `{"type":"page","userId":"u","properties":1}`, "properties", "must be a JSON object"},
+		{"group traits an array", `{"type":"group","userId":"u","groupId":"g","traits":[]}`, "traits", "must be a JSON object"},
+		{"timestamp not a date", `{"type":"identify","userId":"u","timestamp":"2024-13-45T00:00:00Z"}`, "timestamp", "must be an ISO 8601 date-time"},
+		{"timestamp without zone", `{"type":"identify","userId":"u","timestamp":"2024-05-01T00:00:00"}`, "timestamp", "must be an ISO 8601 date-time"},
+		{"sentAt a number", `{"type":"identify","userId":"u","sentAt":1714557600}`, "sentAt", "must be a string"},
+		{"receivedAt garbage", `{"type":"identify","userId":"u","receivedAt":"yesterday"}`, "receivedAt", "must be an ISO 8601 date-time"},
+		{"originalTimestamp garbage", `{"type":"identify","userId":"u","originalTimestamp":"x"}`, "originalTimestamp", "must be an ISO 8601 date-time"},
+		{"page name not a string", `{"type":"page","userId":"u","name":1}`, "name", "must be a string"},
+		{"NUL in userId", `{"type":"identify","userId":"a\u0000b"}`, "userId", `contains \u0000`},
+		{"NUL nested in properties", `{"type":"track","userId":"u","event":"e","properties":{"a":{"b":["\u0000"]}}}`, "properties", `contains \u0000`},
+		{"NUL in a nested key", `{"type":"track","userId":"u","event":"e","properties":{"k\u0000":1}}`, "properties", `contains \u0000`},
+		{"NUL in an extra field", `{"type":"track","userId":"u","event":"e","note":"\u0000"}`, "note", `contains \u0000`},
+		{"NUL in an extra field name", `{"type":"track","userId":"u","event":"e","n\u0000te":1}`, "n\x00te", `field name contains \u0000`},
+		{"lone high surrogate", `{"type":"track","userId":"u","event":"\ud800"}`, "event", "lone UTF-16 surrogate"},
+		{"lone low surrogate", `{"type":"track","userId":"u","event":"e","context":{"x":"\udc00"}}`, "context", "lone UTF-16 surrogate"},
+		{"high surrogate then non-surrogate", `{"type":"track","userId":"u","event":"\ud800\u0041"}`, "event", "lone UTF-16 surrogate"},
+		{"invalid UTF-8", "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"\xff\"}", "event", "invalid UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := Decode([]byte(tt.raw), now)
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("Decode(%s) error = %v, want a *FieldError", tt.raw, err)
+			}
+			if fe.Field != tt.field || !strings.Contains(fe.Reason, tt.reason) {
+				t.Errorf("got field %q reason %q, want field %q reason containing %q", fe.Field, fe.Reason, tt.field, tt.reason)
+			}
+		})
+	}
+}
+
+func TestDecodeAcceptsValidSurrogatePairsAndEscapedBackslashes(t *testing.T) {
+	t.Parallel()
+	e, err := Decode([]byte(`{"type":"track","userId":"u","event":"\ud83d\ude00","properties":{"p":"C:\\u0000\\","q":"\\\u00e9"}}`), now)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if e.Event != "😀" {
+		t.Errorf("event = %q", e.Event)
+	}
+}
+
+func TestTimestampRule(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name                          string
+		fields                        string
+		wantTimestamp, wantReceivedAt string
+	}{
+		{"explicit timestamp wins", `"timestamp":"2024-01-01T00:00:00Z","originalTimestamp":"2023-01-01T00:00:00Z","sentAt":"2023-01-01T00:00:05Z"`, "2024-01-01T00:00:00Z", "2024-05-01T12:00:00Z"},
+		{"skew corrected from sentAt and originalTimestamp", `"originalTimestamp":"2024-05-01T10:00:00Z","sentAt":"2024-05-01T10:00:05Z","receivedAt":"2024-05-01T11:00:10Z"`, "2024-05-01T11:00:05Z", "2024-05-01T11:00:10Z"},
+		{"skew corrected against the server clock", `"originalTimestamp":"2024-05-01T10:00:00Z","sentAt":"2024-05-01T10:00:30Z"`, "2024-05-01T11:59:30Z", "2024-05-01T12:00:00Z"},
+		{"originalTimestamp alone", `"originalTimestamp":"2024-05-01T10:00:00.5+02:00"`, "2024-05-01T08:00:00.5Z", "2024-05-01T12:00:00Z"},
+		{"sentAt alone falls back to receivedAt", `"sentAt":"2024-05-01T10:00:00Z","receivedAt":"2024-05-01T11:00:00Z"`, "2024-05-01T11:00:00Z", "2024-05-01T11:00:00Z"},
+		{"nothing: the server clock", ``, "2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"},
+		{"offset without colon", `"timestamp":"2024-05-01T10:00:00.000+0130"`, "2024-05-01T08:30:00Z", "2024-05-01T12:00:00Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			raw := `{"type":"identify","userId":"u"`
+			if tt.fields != "" {
+				raw += "," + tt.fields
+			}
+			e, err := Decode([]byte(raw+"}"), now)
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			assertTime(t, "timestamp", e.Timestamp, tt.wantTimestamp)
+			assertTime(t, "receivedAt", e.ReceivedAt, tt.wantReceivedAt)
+		})
+	}
+}
+
+func TestDerivedMessageID(t *testing.T) {
+	t.Parallel()
+	decode := func(raw string) string {
+		t.Helper()
+		e, err := Decode([]byte(raw), now)
+		if err != nil {
+			t.Fatalf("Decode(%s): %v", raw, err)
+		}
+		return e.MessageID
+	}
+	base := decode(`{"type":"track","userId":"u","event":"E","properties":{"a":1}}`)
+	if !strings.HasPrefix(base, DerivedMessageIDPrefix) || len(base) != len(DerivedMessageIDPrefix)+32 {
+		t.Fatalf("derived messageId %q has the wrong form", base)
+	}
+	tests := []struct {
+		name string
+		raw  string
+		same bool
+	}{
+		{"same content, fields reordered", `{"event":"E","properties":{"a":1},"userId":"u","type":"track"}`, true},
+		{"same content, a retry with a new sentAt", `{"type":"track","userId":"u","event":"E","properties":{"a":1},"sentAt":"2024-01-01T00:00:00Z"}`, true},
+		{"null messageId counts as absent", `{"type":"track","userId":"u","event":"E","properties":{"a":1},"messageId":null}`, true},
+		{"different property", `{"type":"track","userId":"u","event":"E","properties":{"a":2}}`, false},
+		{"different user", `{"type":"track","userId":"v","event":"E","properties":{"a":1}}`, false},
+		{"different time", `{"type":"track","userId":"u","event":"E","properties":{"a":1},"timestamp":"2024-01-01T00:00:00Z"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := decode(tt.raw); (got == base) != tt.same {
+				t.Errorf("messageId %q vs %q: same = %v, want %v", got, base, got == base, tt.same)
+			}
+		})
+	}
+	if got := decode(`{"type":"track","userId":"u","event":"E","messageId":"given"}`); got != "given" {
+		t.Errorf("a given messageId was replaced by %q", got)
+	}
+}
+
+func assertJSON(t *testing.T, name string, got json.RawMessage, want string) {
+	t.Helper()
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Errorf("%s: %s is not JSON: %v", name, got, err)
+		return
+	}
+	if err := json.Unmarshal([]byte(want), &w); err != nil {
+		t.Fatal(err)
+	}
+	gb, _ := json.Marshal(g)
+	wb, _ := json.Marshal(w)
+	if string(gb) != string(wb) {
+		t.Errorf("%s = %s, want %s", name, gb, wb)
+	}
+}
+
+func assertTime(t *testing.T, name string, got time.Time, want string) {
+	t.Helper()
+	w, err := time.Parse(time.RFC3339Nano, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Equal(w) {
+		t.Errorf("%s = %s, want %s", name, got.UTC().Format(time.RFC3339Nano), want)
+	}
+}

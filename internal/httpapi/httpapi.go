@@ -1,0 +1,159 @@
+// Package httpapi is segment-sink's HTTP face, built on Gin: it authenticates requests, reads
+// and decodes their events, hands them to the batcher, and turns the outcome into one HTTP
+// answer. Errors become statuses here and nowhere else.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/segment-sink/segment-sink/internal/event"
+)
+
+// Submitter waits until events are committed; the batcher satisfies it.
+type Submitter interface {
+	Submit(ctx context.Context, events []event.Event) error
+}
+
+// ReadinessChecker reports whether the sink can take events now.
+type ReadinessChecker interface {
+	Ready(ctx context.Context) error
+}
+
+// RetryAfterSeconds is what a 503 asks the sender to wait.
+const RetryAfterSeconds = "1"
+
+// Config is what the handlers need to know. MaxBodyBytes and AckTimeout must be set.
+type Config struct {
+	// Secrets are the shared secrets that may sign webhook requests; empty accepts unsigned ones.
+	Secrets []string
+	// MaxBodyBytes caps a request body; a larger one gets 413 without being read to the end.
+	MaxBodyBytes int64
+	// AckTimeout bounds how long a request waits for its events to be committed before it is
+	// answered 503, well inside Segment's 5-second timeout.
+	AckTimeout time.Duration
+	Logger     *slog.Logger
+	// Now is the clock that stamps receivedAt; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	cfg   Config
+	sub   Submitter
+	ready ReadinessChecker
+	mac   *signer
+}
+
+// New returns the HTTP handler for every route of the sink.
+func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, sub: sub, ready: ready, mac: newSigner(cfg.Secrets)}
+
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(s.recoverJSON)
+	r.HandleMethodNotAllowed = true
+	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, errorBody{Error: "no such endpoint"}) })
+	r.NoMethod(func(c *gin.Context) { abort(c, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"}) })
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", s.readyz)
+	r.POST("/webhook", s.webhook)
+	return r
+}
+
+// errorBody is every error answer. Field and Index say which event and field were invalid.
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+	Index *int   `json:"index,omitempty"`
+}
+
+func abort(c *gin.Context, status int, body errorBody) {
+	c.AbortWithStatusJSON(status, body)
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.ready.Ready(ctx); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// submit waits for the events' commit and answers the request.
+func (s *Server) submit(c *gin.Context, events []event.Event) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.AckTimeout)
+	defer cancel()
+	if err := s.sub.Submit(ctx, events); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok", "events": len(events)})
+}
+
+// fail turns an error into the one HTTP answer it deserves.
+func (s *Server) fail(c *gin.Context, err error) {
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe):
+		body := errorBody{Error: fe.Error(), Field: fe.Field}
+		if fe.index >= 0 {
+			body.Index = &fe.index
+		}
+		abort(c, http.StatusBadRequest, body)
+	case errors.Is(err, errUnauthorized):
+		abort(c, http.StatusUnauthorized, errorBody{Error: err.Error()})
+	case errors.Is(err, errTooLarge):
+		abort(c, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
+	case errors.Is(err, errBadBody):
+		abort(c, http.StatusBadRequest, errorBody{Error: err.Error()})
+	case errors.Is(err, event.ErrUnstorable):
+		// Validation let through something PostgreSQL refuses. Retrying cannot help, so the
+		// sender must not retry: 400, and the detail in the log.
+		s.cfg.Logger.Warn("event rejected by the database", "path", c.FullPath(), "error", err)
+		abort(c, http.StatusBadRequest, errorBody{Error: "the database refused an event of this request; see the sink's log"})
+	case errors.Is(err, event.ErrOverloaded):
+		c.Header("Retry-After", RetryAfterSeconds)
+		abort(c, http.StatusServiceUnavailable, errorBody{Error: "too many events waiting to be written; retry later"})
+	case errors.Is(err, event.ErrClosed):
+		c.Header("Retry-After", RetryAfterSeconds)
+		abort(c, http.StatusServiceUnavailable, errorBody{Error: "the sink is shutting down; retry later"})
+	case errors.Is(err, event.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		s.cfg.Logger.Warn("events not committed", "path", c.FullPath(), "error", err)
+		c.Header("Retry-After", RetryAfterSeconds)
+		abort(c, http.StatusServiceUnavailable, errorBody{Error: "the database did not commit the events in time; retry later"})
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		abort(c, 499, errorBody{Error: "client closed the request"})
+	default:
+		s.cfg.Logger.Error("request failed", "path", c.FullPath(), "error", err)
+		abort(c, http.StatusInternalServerError, errorBody{Error: "internal error"})
+	}
+}
+
+// recoverJSON answers a panic with a 500 JSON body instead of a dropped connection.
+func (s *Server) recoverJSON(c *gin.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.cfg.Logger.Error("panic in handler", "path", c.FullPath(), "panic", p)
+			abort(c, http.StatusInternalServerError, errorBody{Error: "internal error"})
+		}
+	}()
+	c.Next()
+}

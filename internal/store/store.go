@@ -1,0 +1,296 @@
+// Package store writes events into PostgreSQL with pgx: one transaction per flush, a binary COPY
+// into a per-connection staging table, then one idempotent upsert per event table. It is the only
+// package that knows pgx, and the only one that interprets PostgreSQL's errors.
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+
+	"github.com/segment-sink/segment-sink/internal/event"
+)
+
+// DefaultConnectTimeout bounds how long opening a connection may take when DATABASE_URL does not
+// say (connect_timeout). pgx's own default is two minutes, far past Segment's 5 s timeout.
+const DefaultConnectTimeout = 2 * time.Second
+
+// Options tune the connection pool.
+type Options struct {
+	// MaxConns caps the pool; 0 keeps pgx's default (the greater of 4 and the number of CPUs).
+	MaxConns int32
+}
+
+// Store is segment-sink's PostgreSQL database.
+type Store struct {
+	pool       *pgxpool.Pool
+	db         *sql.DB // the same pool, for goose
+	migrations *goose.Provider
+}
+
+// Open connects to the database at url. It fails when the URL is malformed or the server cannot
+// be reached, so that a bad DATABASE_URL is reported at start-up.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message can quote the URL, password included: say only what is wrong with it.
+		return nil, errors.New("parse database URL: not a valid PostgreSQL URL or key=value string")
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	cfg.AfterConnect = createStagingTable
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	s := &Store{pool: pool, db: stdlib.OpenDBFromPool(pool)}
+	if s.migrations, err = newMigrations(s.db); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases every connection.
+func (s *Store) Close() {
+	s.db.Close()
+	s.pool.Close()
+}
+
+// Ready reports whether the database answers and its schema is fully migrated.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	pending, err := s.migrations.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check schema version: %w", err)
+	}
+	if pending {
+		return errors.New("database schema is not up to date: run `segment-sink migrate up`")
+	}
+	return nil
+}
+
+// stageTable receives each flush's rows by COPY. It is a temporary table, private to its
+// connection, created once when the connection opens; ON COMMIT DELETE ROWS empties it at every
+// commit, which also keeps it free of the dead rows that DELETE would leave (autovacuum never
+// visits temporary tables).
+const stageTable = "segment_sink_stage"
+
+// stageColumns are the staging table's columns, in COPY order. kind is the event.Type.
+var stageColumns = []string{
+	"kind", "message_id", "user_id", "anonymous_id", "timestamp", "original_timestamp", "sent_at",
+	"received_at", "context", "integrations", "extra", "event", "properties", "traits", "name",
+	"category", "group_id", "previous_id",
+}
+
+func createStagingTable(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stageTable+` (
+		kind smallint NOT NULL, message_id text NOT NULL, user_id text, anonymous_id text,
+		"timestamp" timestamptz, original_timestamp timestamptz, sent_at timestamptz,
+		received_at timestamptz, context jsonb, integrations jsonb, extra jsonb, event text,
+		properties jsonb, traits jsonb, name text, category text, group_id text, previous_id text
+	) ON COMMIT DELETE ROWS`)
+	if err != nil {
+		return fmt.Errorf("create staging table: %w", err)
+	}
+	return nil
+}
+
+// commonColumns are in every event table and written by every upsert.
+var commonColumns = []string{
+	"message_id", "user_id", "anonymous_id", "timestamp", "original_timestamp", "sent_at",
+	"received_at", "context", "integrations", "extra",
+}
+
+// typeColumns are the columns only one event type has.
+var typeColumns = map[event.Type][]string{
+	event.Track:    {"event", "properties"},
+	event.Identify: {"traits"},
+	event.Page:     {"name", "category", "properties"},
+	event.Screen:   {"name", "category", "properties"},
+	event.Group:    {"group_id", "traits"},
+	event.Alias:    {"previous_id"},
+}
+
+// upsertSQL holds, per event type, the statement that moves its staged rows into its table.
+var upsertSQL = buildUpserts()
+
+// buildUpserts writes one INSERT … SELECT … ON CONFLICT per table. A redelivery rewrites a row
+// only when what the sender said about the event changed; sent_at, received_at and timestamp are
+// left out of that comparison because they differ between retries of the same event (a retry is
+// sent later, and a missing receivedAt is the sink's clock). Rows go in messageId order so that
+// concurrent flushes, in this process or in replicas, lock rows in the same order and cannot
+// deadlock.
+func buildUpserts() map[event.Type]string {
+	out := make(map[event.Type]string, len(event.Types))
+	for _, t := range event.Types {
+		cols := append(slices.Clone(commonColumns), typeColumns[t]...)
+		quoted := make([]string, len(cols))
+		set := make([]string, 0, len(cols))
+		var mine, theirs []string
+		for i, c := range cols {
+			quoted[i] = pgx.Identifier{c}.Sanitize()
+			if c == "message_id" {
+				continue
+			}
+			set = append(set, fmt.Sprintf("%s = excluded.%[1]s", quoted[i]))
+			switch c {
+			case "sent_at", "received_at", "timestamp":
+				continue
+			}
+			mine = append(mine, "t."+quoted[i])
+			theirs = append(theirs, "excluded."+quoted[i])
+		}
+		list := strings.Join(quoted, ", ")
+		out[t] = fmt.Sprintf(`INSERT INTO %s AS t (%s)
+SELECT %s FROM %s WHERE kind = %d ORDER BY message_id
+ON CONFLICT (message_id) DO UPDATE SET %s, loaded_at = now()
+WHERE (%s) IS DISTINCT FROM (%s)`,
+			pgx.Identifier{t.Table()}.Sanitize(), list, list, stageTable, t,
+			strings.Join(set, ", "), strings.Join(mine, ", "), strings.Join(theirs, ", "))
+	}
+	return out
+}
+
+// Write stores events in one transaction: every event is committed, or none is. Events with the
+// same type and messageId are collapsed first, the last one winning, because one statement may
+// not upsert the same row twice. An error wraps event.ErrUnstorable when PostgreSQL refused the
+// data itself (retrying the same events fails again), and event.ErrUnavailable otherwise.
+func (s *Store) Write(ctx context.Context, events []event.Event) error {
+	rows := collapse(events)
+	var present [event.Alias + 1]bool
+	for _, e := range rows {
+		present[e.Type] = true
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, stageColumns, &stageRows{rows: rows}); err != nil {
+			return fmt.Errorf("copy into staging table: %w", err)
+		}
+		batch := &pgx.Batch{}
+		for _, t := range event.Types {
+			if present[t] {
+				batch.Queue(upsertSQL[t])
+			}
+		}
+		results := tx.SendBatch(ctx, batch)
+		for _, t := range event.Types {
+			if !present[t] {
+				continue
+			}
+			if _, err := results.Exec(); err != nil {
+				results.Close()
+				return fmt.Errorf("upsert %s: %w", t.Table(), err)
+			}
+		}
+		return results.Close()
+	})
+	return classify(err)
+}
+
+// collapse returns the events sorted by type and messageId, keeping only the last of each
+// (type, messageId) in arrival order.
+func collapse(events []event.Event) []*event.Event {
+	rows := make([]*event.Event, len(events))
+	for i := range events {
+		rows[i] = &events[i]
+	}
+	// A stable sort keeps arrival order within equal keys, so the last of a run is the latest.
+	slices.SortStableFunc(rows, func(a, b *event.Event) int {
+		return cmp.Or(cmp.Compare(a.Type, b.Type), strings.Compare(a.MessageID, b.MessageID))
+	})
+	out := rows[:0]
+	for i, e := range rows {
+		if i+1 < len(rows) && rows[i+1].Type == e.Type && rows[i+1].MessageID == e.MessageID {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// classify sorts a write error into unstorable data and everything else. SQLSTATE classes 22
+// (data exception: bad jsonb, bad encoding), 23 (integrity) and 54 (program limit: an index row
+// or a nesting too large) are about the rows; connection loss, timeouts, deadlocks and missing
+// tables are about the database, and retrying later may succeed.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && len(pgErr.Code) == 5 {
+		switch pgErr.Code[:2] {
+		case "22", "23", "54":
+			return fmt.Errorf("%w: %w", event.ErrUnstorable, err)
+		}
+	}
+	return fmt.Errorf("%w: %w", event.ErrUnavailable, err)
+}
+
+// stageRows feeds COPY straight from the events, one reused row at a time.
+type stageRows struct {
+	rows []*event.Event
+	i    int
+	row  [18]any
+}
+
+func (r *stageRows) Next() bool {
+	r.i++
+	return r.i <= len(r.rows)
+}
+
+func (r *stageRows) Err() error { return nil }
+
+func (r *stageRows) Values() ([]any, error) {
+	e := r.rows[r.i-1]
+	r.row = [18]any{
+		int16(e.Type), e.MessageID, text(e.UserID), text(e.AnonymousID), e.Timestamp,
+		timestamp(e.OriginalTimestamp), timestamp(e.SentAt), e.ReceivedAt, jsonb(e.Context),
+		jsonb(e.Integrations), jsonb(e.Extra), text(e.Event), jsonb(e.Properties), jsonb(e.Traits),
+		text(e.Name), text(e.Category), text(e.GroupID), text(e.PreviousID),
+	}
+	return r.row[:], nil
+}
+
+// text, timestamp and jsonb turn an absent value into SQL NULL.
+func text(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func timestamp(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func jsonb(raw []byte) any {
+	if raw == nil {
+		return nil
+	}
+	return json.RawMessage(raw) // pgx sends json.RawMessage to jsonb as it is, without a copy
+}
