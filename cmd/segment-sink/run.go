@@ -28,6 +28,8 @@ Usage:
 
 Endpoints:
   POST /webhook   one Segment event (JSON object) or an array of them; signed with X-Signature
+  POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch, /v1/import
+                  Segment's HTTP Tracking API, for Segment's SDKs; needs WRITE_KEYS
   GET  /healthz   the process is alive
   GET  /readyz    the database answers and its schema is migrated
 
@@ -166,8 +168,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if len(cfg.SharedSecrets) == 0 {
 		log.Warn("SHARED_SECRET is not set: /webhook accepts unsigned requests from anyone who can reach it")
 	}
+	if len(cfg.WriteKeys) == 0 && cfg.TrackingOpen {
+		log.Warn("TRACKING_API_OPEN is set without WRITE_KEYS: /v1/* accepts events from anyone who can reach it")
+	}
 	handler := httpapi.New(httpapi.Config{
 		Secrets:      cfg.SharedSecrets,
+		WriteKeys:    cfg.WriteKeys,
+		TrackingOpen: cfg.TrackingOpen,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		AckTimeout:   cfg.AckTimeout,
 		Logger:       log,

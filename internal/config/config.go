@@ -36,6 +36,8 @@ type Config struct {
 	DatabaseURL      string
 	ListenAddr       string
 	SharedSecrets    []string
+	WriteKeys        []string
+	TrackingOpen     bool
 	BatchMaxEvents   int
 	BatchMaxWait     time.Duration
 	FlushWorkers     int
@@ -64,6 +66,8 @@ func (c *Config) settings() []Setting {
 		{"DATABASE_URL", "database-url", "PostgreSQL URL, e.g. postgres://user:pass@host:5432/db (required)", (*stringValue)(&c.DatabaseURL)},
 		{"LISTEN_ADDR", "listen-addr", "address the HTTP server listens on", (*stringValue)(&c.ListenAddr)},
 		{"SHARED_SECRET", "shared-secret", "Segment webhook shared secret; a comma-separated list accepts any of them (rotation); unset accepts unsigned requests", (*listValue)(&c.SharedSecrets)},
+		{"WRITE_KEYS", "write-keys", "comma-separated write keys the tracking API (/v1/*) accepts; unset turns it off (404)", (*listValue)(&c.WriteKeys)},
+		{"TRACKING_API_OPEN", "tracking-api-open", "with no WRITE_KEYS, accept tracking API requests without a key (trusted networks only)", (*boolValue)(&c.TrackingOpen)},
 		{"BATCH_MAX_EVENTS", "batch-max-events", "most events written by one flush (one transaction)", (*intValue)(&c.BatchMaxEvents)},
 		{"BATCH_MAX_WAIT", "batch-max-wait", "how long a flush may wait for more events before writing; 0 writes as soon as a flusher is free", (*durationValue)(&c.BatchMaxWait)},
 		{"FLUSH_WORKERS", "flush-workers", "flushes that may run at once, each on its own connection", (*intValue)(&c.FlushWorkers)},

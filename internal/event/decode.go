@@ -11,16 +11,45 @@ import (
 	"unicode/utf8"
 )
 
-// Decode validates one raw JSON event and returns it normalised:
+// Options say where an event came from, which changes a few rules. The zero value with Now set
+// decodes an event relayed by Segment's Webhooks destination.
+type Options struct {
+	// Now is the server's clock: receivedAt when the event has none.
+	Now time.Time
+	// Collect applies the rules of Segment's HTTP Tracking API, for events sent by an SDK
+	// rather than relayed by Segment: receivedAt is always Now, a client's `timestamp` is its
+	// `originalTimestamp` (then corrected for clock skew), and `writeKey` is not stored.
+	Collect bool
+	// Type is the type the endpoint implies (/v1/track). An event without `type` takes it; an
+	// event with another type is invalid. Zero accepts any type.
+	Type Type
+	// Batch holds the fields of a /v1/batch envelope that apply to each of its events.
+	Batch *Envelope
+}
+
+// Envelope is what a batch request says about all of its events. Context and Integrations are
+// merged under each event's own (the event's keys win); SentAt is used when an event has none.
+type Envelope struct {
+	Context      json.RawMessage
+	Integrations json.RawMessage
+	SentAt       json.RawMessage
+}
+
+// Decode validates one raw JSON event relayed by Segment's Webhooks destination; see DecodeWith.
+func Decode(raw []byte, now time.Time) (Event, error) {
+	return DecodeWith(raw, Options{Now: now})
+}
+
+// DecodeWith validates one raw JSON event and returns it normalised:
 //   - a missing messageId is derived from the event's content (see DerivedMessageIDPrefix), so a
 //     retried copy of the same event still deduplicates;
-//   - a missing receivedAt is now, the server's clock;
+//   - a missing receivedAt is opts.Now, the server's clock;
 //   - a missing timestamp follows Segment's rule: receivedAt - (sentAt - originalTimestamp) when
 //     both exist, else originalTimestamp, else receivedAt.
 //
 // An invalid event gives a *FieldError naming the first offending field, in a fixed order.
 // Text that PostgreSQL cannot store (\u0000, lone UTF-16 surrogates, invalid UTF-8) is invalid.
-func Decode(raw []byte, now time.Time) (Event, error) {
+func DecodeWith(raw []byte, opts Options) (Event, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return Event{}, &FieldError{Reason: "event must be a JSON object"}
@@ -28,6 +57,9 @@ func Decode(raw []byte, now time.Time) (Event, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return Event{}, &FieldError{Reason: "invalid JSON: " + err.Error()}
+	}
+	if err := applyOptions(fields, opts); err != nil {
+		return Event{}, err
 	}
 	d := decoder{fields: fields}
 	e := Event{Size: len(raw)}
@@ -87,8 +119,70 @@ func Decode(raw []byte, now time.Time) (Event, error) {
 	if d.err != nil {
 		return Event{}, d.err
 	}
-	applyTimestampRule(&e, now)
+	applyTimestampRule(&e, opts.Now)
 	return e, nil
+}
+
+// applyOptions rewrites the top-level fields as the options say, before validation.
+func applyOptions(fields map[string]json.RawMessage, opts Options) error {
+	if opts.Type != 0 {
+		name := []byte(`"` + opts.Type.String() + `"`)
+		if raw, ok := fields["type"]; !ok || string(raw) == "null" {
+			fields["type"] = name
+		} else if !bytes.Equal(raw, name) {
+			return &FieldError{Field: "type", Reason: "must be " + opts.Type.String() + " at this endpoint"}
+		}
+	}
+	if opts.Collect {
+		delete(fields, "writeKey")
+		delete(fields, "receivedAt") // the sink's clock, not the client's
+		if _, ok := fields["originalTimestamp"]; !ok {
+			if ts, ok := fields["timestamp"]; ok {
+				fields["originalTimestamp"] = ts
+				delete(fields, "timestamp")
+			}
+		}
+	}
+	if b := opts.Batch; b != nil {
+		for _, f := range [...]struct {
+			name string
+			base json.RawMessage
+		}{{"context", b.Context}, {"integrations", b.Integrations}} {
+			if merged, err := mergeUnder(f.base, fields[f.name]); err != nil {
+				return &FieldError{Field: f.name, Reason: "must be a JSON object"}
+			} else if merged != nil {
+				fields[f.name] = merged
+			}
+		}
+		if _, ok := fields["sentAt"]; !ok && b.SentAt != nil {
+			fields["sentAt"] = b.SentAt
+		}
+	}
+	return nil
+}
+
+// mergeUnder returns the object over with base's keys added where over lacks them, or nil when
+// there is nothing to change. Both must be objects (or absent).
+func mergeUnder(base, over json.RawMessage) (json.RawMessage, error) {
+	if base == nil {
+		return nil, nil
+	}
+	if over == nil || string(over) == "null" {
+		return base, nil
+	}
+	var b, o map[string]json.RawMessage
+	if err := json.Unmarshal(over, &o); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(base, &b); err != nil {
+		return nil, err
+	}
+	for k, v := range b {
+		if _, ok := o[k]; !ok {
+			o[k] = v
+		}
+	}
+	return json.Marshal(o)
 }
 
 func typeByName(name string) Type {

@@ -287,3 +287,92 @@ func assertTime(t *testing.T, name string, got time.Time, want string) {
 		t.Errorf("%s = %s, want %s", name, got.UTC().Format(time.RFC3339Nano), want)
 	}
 }
+
+func TestDecodeWithTrackingAPIRules(t *testing.T) {
+	t.Parallel()
+	envelope := &Envelope{
+		Context:      json.RawMessage(`{"library":{"name":"analytics-go","version":"3.3.0"},"ip":"10.0.0.1"}`),
+		Integrations: json.RawMessage(`{"All":true}`),
+		SentAt:       json.RawMessage(`"2024-05-01T11:59:50Z"`),
+	}
+	tests := []struct {
+		name  string
+		raw   string
+		opts  Options
+		check func(t *testing.T, e Event)
+	}{
+		{
+			name: "the endpoint gives the type",
+			raw:  `{"userId":"u","event":"E"}`,
+			opts: Options{Type: Track},
+			check: func(t *testing.T, e Event) {
+				if e.Type != Track || e.Event != "E" {
+					t.Errorf("got %+v", e)
+				}
+			},
+		},
+		{
+			name: "client timestamp becomes originalTimestamp, corrected for skew; receivedAt is ours",
+			raw:  `{"type":"identify","userId":"u","timestamp":"2024-05-01T11:00:00Z","sentAt":"2024-05-01T11:00:10Z","receivedAt":"1999-01-01T00:00:00Z","writeKey":"k"}`,
+			opts: Options{Collect: true},
+			check: func(t *testing.T, e Event) {
+				assertTime(t, "originalTimestamp", e.OriginalTimestamp, "2024-05-01T11:00:00Z")
+				assertTime(t, "receivedAt", e.ReceivedAt, "2024-05-01T12:00:00Z")
+				assertTime(t, "timestamp", e.Timestamp, "2024-05-01T11:59:50Z")
+				if e.Extra != nil {
+					t.Errorf("extra = %s: writeKey must not be stored", e.Extra)
+				}
+			},
+		},
+		{
+			name: "batch envelope merged under the event",
+			raw:  `{"type":"track","userId":"u","event":"E","context":{"ip":"1.1.1.1"},"timestamp":"2024-05-01T11:59:40Z"}`,
+			opts: Options{Collect: true, Batch: envelope},
+			check: func(t *testing.T, e Event) {
+				assertJSON(t, "context", e.Context, `{"ip":"1.1.1.1","library":{"name":"analytics-go","version":"3.3.0"}}`)
+				assertJSON(t, "integrations", e.Integrations, `{"All":true}`)
+				assertTime(t, "sentAt", e.SentAt, "2024-05-01T11:59:50Z")
+				assertTime(t, "timestamp", e.Timestamp, "2024-05-01T11:59:50Z")
+			},
+		},
+		{
+			name: "an event's own sentAt wins over the envelope's",
+			raw:  `{"type":"track","userId":"u","event":"E","sentAt":"2024-05-01T11:00:00Z"}`,
+			opts: Options{Collect: true, Batch: envelope},
+			check: func(t *testing.T, e Event) {
+				assertTime(t, "sentAt", e.SentAt, "2024-05-01T11:00:00Z")
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.opts.Now = now
+			e, err := DecodeWith([]byte(tt.raw), tt.opts)
+			if err != nil {
+				t.Fatalf("DecodeWith: %v", err)
+			}
+			tt.check(t, e)
+		})
+	}
+
+	invalid := []struct {
+		name, raw string
+		opts      Options
+		field     string
+	}{
+		{"another type than the endpoint's", `{"type":"page","userId":"u"}`, Options{Type: Track}, "type"},
+		{"event context not an object under an envelope", `{"type":"track","userId":"u","event":"E","context":"x"}`, Options{Batch: envelope}, "context"},
+	}
+	for _, tt := range invalid {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.opts.Now = now
+			_, err := DecodeWith([]byte(tt.raw), tt.opts)
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.field {
+				t.Errorf("DecodeWith = %v, want a FieldError on %q", err, tt.field)
+			}
+		})
+	}
+}

@@ -32,6 +32,10 @@ const RetryAfterSeconds = "1"
 type Config struct {
 	// Secrets are the shared secrets that may sign webhook requests; empty accepts unsigned ones.
 	Secrets []string
+	// WriteKeys are the write keys the tracking API (/v1/*) accepts. With none, the tracking
+	// API answers 404 unless TrackingOpen is set, when it accepts any request.
+	WriteKeys    []string
+	TrackingOpen bool
 	// MaxBodyBytes caps a request body; a larger one gets 413 without being read to the end.
 	MaxBodyBytes int64
 	// AckTimeout bounds how long a request waits for its events to be committed before it is
@@ -48,6 +52,8 @@ type Server struct {
 	sub   Submitter
 	ready ReadinessChecker
 	mac   *signer
+
+	writeKeys [][]byte
 }
 
 // New returns the HTTP handler for every route of the sink.
@@ -59,6 +65,11 @@ func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, sub: sub, ready: ready, mac: newSigner(cfg.Secrets)}
+	for _, k := range cfg.WriteKeys {
+		if k != "" {
+			s.writeKeys = append(s.writeKeys, []byte(k))
+		}
+	}
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
@@ -69,6 +80,7 @@ func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.readyz)
 	r.POST("/webhook", s.webhook)
+	s.trackingRoutes(r)
 	return r
 }
 
@@ -93,15 +105,19 @@ func (s *Server) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 }
 
-// submit waits for the events' commit and answers the request.
-func (s *Server) submit(c *gin.Context, events []event.Event) {
+// submit waits for the events' commit and answers the request, adding extra to the body.
+func (s *Server) submit(c *gin.Context, events []event.Event, extra gin.H) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.AckTimeout)
 	defer cancel()
 	if err := s.sub.Submit(ctx, events); err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ok", "events": len(events)})
+	body := gin.H{"status": "ok", "events": len(events)}
+	for k, v := range extra {
+		body[k] = v
+	}
+	c.JSON(http.StatusOK, body)
 }
 
 // fail turns an error into the one HTTP answer it deserves.

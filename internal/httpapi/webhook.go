@@ -33,7 +33,7 @@ type fieldError struct {
 // (Actions) with batching) a JSON array of events. Every event of the request is valid and
 // committed, or none is stored.
 func (s *Server) webhook(c *gin.Context) {
-	body, err := s.readBody(c)
+	body, err := readLimited(c, s.cfg.MaxBodyBytes)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -54,7 +54,7 @@ func (s *Server) webhook(c *gin.Context) {
 			return
 		}
 	}
-	s.submit(c, events)
+	s.submit(c, events, nil)
 }
 
 // webhookEvents splits the body into raw events and checks the signature: over the whole raw
@@ -94,9 +94,8 @@ func withIndex(err error, index int) error {
 	return &fieldError{FieldError: fe, index: index}
 }
 
-// readBody reads the whole body, refusing one over MaxBodyBytes as soon as it is known to be.
-func (s *Server) readBody(c *gin.Context) ([]byte, error) {
-	limit := s.cfg.MaxBodyBytes
+// readLimited reads the whole body, refusing one over limit bytes as soon as it is known to be.
+func readLimited(c *gin.Context, limit int64) ([]byte, error) {
 	if c.Request.ContentLength > limit {
 		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
 	}
