@@ -46,6 +46,12 @@ test: ## run all unit and integration tests against a real PostgreSQL
 	  export TEST_DATABASE_URL="$(LOCAL_PG)/postgres?sslmode=disable"; fi; \
 	go vet ./... && go test -race -count=1 ./...
 
+.PHONY: bench
+bench: build ## measure the sink against its ceilings (HTTP, COPY, naive INSERT); writes bench-results.json
+	@url=$${BENCH_DATABASE_URL:-$(LOCAL_PG)/postgres?sslmode=disable}; \
+	go test -run '^$$' -bench . -benchmem ./internal/... && \
+	BENCH_DATABASE_URL="$$url" go run ./cmd/sinkbench -sink bin/segment-sink $(BENCH_FLAGS)
+
 .PHONY: build
 build: ## build bin/segment-sink
 	CGO_ENABLED=0 go build -trimpath -o bin/segment-sink ./cmd/segment-sink

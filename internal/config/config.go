@@ -50,6 +50,7 @@ type Config struct {
 	ShutdownTimeout  time.Duration
 	LogLevel         string
 	LogFormat        string
+	PprofAddr        string
 }
 
 // Setting describes one setting, for --help and the README.
@@ -80,6 +81,7 @@ func (c *Config) settings() []Setting {
 		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "on SIGTERM, how long to drain and answer accepted requests", (*durationValue)(&c.ShutdownTimeout)},
 		{"LOG_LEVEL", "log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"LOG_FORMAT", "log-format", "json or text", (*stringValue)(&c.LogFormat)},
+		{"PPROF_ADDR", "pprof-addr", "if set, serve Go's profiler (/debug/pprof/) on this address; keep it private", (*stringValue)(&c.PprofAddr)},
 	}
 }
 

@@ -2,13 +2,13 @@ package event
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"slices"
 	"time"
-	"unicode/utf8"
 )
 
 // Options say where an event came from, which changes a few rules. The zero value with Now set
@@ -40,6 +40,167 @@ func Decode(raw []byte, now time.Time) (Event, error) {
 	return DecodeWith(raw, Options{Now: now})
 }
 
+// The top-level fields the decoder knows, by index.
+const (
+	fType = iota
+	fMessageID
+	fUserID
+	fAnonymousID
+	fTimestamp
+	fOriginalTimestamp
+	fSentAt
+	fReceivedAt
+	fContext
+	fIntegrations
+	fEvent
+	fProperties
+	fTraits
+	fName
+	fCategory
+	fGroupID
+	fPreviousID
+	numFields
+)
+
+var fieldNames = [numFields]string{
+	fType: "type", fMessageID: "messageId", fUserID: "userId", fAnonymousID: "anonymousId",
+	fTimestamp: "timestamp", fOriginalTimestamp: "originalTimestamp", fSentAt: "sentAt",
+	fReceivedAt: "receivedAt", fContext: "context", fIntegrations: "integrations", fEvent: "event",
+	fProperties: "properties", fTraits: "traits", fName: "name", fCategory: "category",
+	fGroupID: "groupId", fPreviousID: "previousId",
+}
+
+// typeFields are the fields with a column only in some tables; elsewhere they go to extra.
+var typeFields = [...]struct {
+	field int
+	types []Type
+}{
+	{fEvent, []Type{Track}},
+	{fProperties, []Type{Track, Page, Screen}},
+	{fTraits, []Type{Identify, Group}},
+	{fName, []Type{Page, Screen}},
+	{fCategory, []Type{Page, Screen}},
+	{fGroupID, []Type{Group}},
+	{fPreviousID, []Type{Alias}},
+}
+
+// fieldIndex returns the index of the field named by the unescaped key, or -1.
+func fieldIndex(name []byte) int {
+	switch string(name) { // compared without a conversion
+	case "type":
+		return fType
+	case "messageId":
+		return fMessageID
+	case "userId":
+		return fUserID
+	case "anonymousId":
+		return fAnonymousID
+	case "timestamp":
+		return fTimestamp
+	case "originalTimestamp":
+		return fOriginalTimestamp
+	case "sentAt":
+		return fSentAt
+	case "receivedAt":
+		return fReceivedAt
+	case "context":
+		return fContext
+	case "integrations":
+		return fIntegrations
+	case "event":
+		return fEvent
+	case "properties":
+		return fProperties
+	case "traits":
+		return fTraits
+	case "name":
+		return fName
+	case "category":
+		return fCategory
+	case "groupId":
+		return fGroupID
+	case "previousId":
+		return fPreviousID
+	}
+	return -1
+}
+
+// member is one top-level field: its raw key (quotes and escapes included) and raw value.
+type member struct {
+	key, value []byte
+}
+
+// name returns the member's decoded key.
+func (m member) name() string {
+	if bytes.IndexByte(m.key, '\\') < 0 {
+		return string(m.key[1 : len(m.key)-1])
+	}
+	var s string
+	_ = json.Unmarshal(m.key, &s) // the scanner checked it
+	return s
+}
+
+// fields are an event's top-level fields as raw JSON, split once by the scanner. Values point
+// into the request body: nothing is copied.
+type fields struct {
+	known [numFields]member // value nil: absent
+	other []member          // every other field, in order; duplicates included (the last wins in jsonb)
+}
+
+func (f *fields) has(i int) bool { return f.known[i].value != nil }
+
+// present reports whether field i has a value other than null.
+func (f *fields) present(i int) bool {
+	v := f.known[i].value
+	return v != nil && string(v) != "null"
+}
+
+func (f *fields) set(i int, value []byte) {
+	f.known[i] = member{key: []byte(`"` + fieldNames[i] + `"`), value: value}
+}
+
+// split scans raw, which must be one JSON object, into fields. A syntax error gives a
+// FieldError without a field; text PostgreSQL cannot store gives one naming the top-level field
+// that holds it.
+func split(raw []byte) (*fields, error) {
+	s := scanner{data: raw}
+	s.skipSpace()
+	if s.pos >= len(raw) || raw[s.pos] != '{' {
+		return nil, &FieldError{Reason: "event must be a JSON object"}
+	}
+	f := &fields{}
+	var textField string
+	textFound := false
+	err := s.object(1, func(key []byte, escaped bool, value []byte) {
+		m := member{key: key, value: value}
+		name := key[1 : len(key)-1]
+		if escaped {
+			name = []byte(m.name())
+		}
+		if s.text != "" && !textFound {
+			textField, textFound = m.name(), true // the first field whose key or value holds it
+		}
+		if i := fieldIndex(name); i >= 0 {
+			f.known[i] = m
+		} else {
+			f.other = append(f.other, m)
+		}
+	})
+	if err == nil {
+		s.skipSpace()
+		if s.pos < len(raw) {
+			err = s.fail("unexpected data after the event")
+		}
+	}
+	if err != nil {
+		return nil, &FieldError{Reason: "invalid JSON: " + err.Error()}
+	}
+	if textFound {
+		return nil, &FieldError{Field: textField, Reason: s.text}
+	}
+	return f, nil
+}
+
 // DecodeWith validates one raw JSON event and returns it normalised:
 //   - a missing messageId is derived from the event's content (see DerivedMessageIDPrefix), so a
 //     retried copy of the same event still deduplicates;
@@ -49,113 +210,117 @@ func Decode(raw []byte, now time.Time) (Event, error) {
 //
 // An invalid event gives a *FieldError naming the first offending field, in a fixed order.
 // Text that PostgreSQL cannot store (\u0000, lone UTF-16 surrogates, invalid UTF-8) is invalid.
+// The event's raw values point into raw, which must not change afterwards.
 func DecodeWith(raw []byte, opts Options) (Event, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
-		return Event{}, &FieldError{Reason: "event must be a JSON object"}
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return Event{}, &FieldError{Reason: "invalid JSON: " + err.Error()}
-	}
-	if err := applyOptions(fields, opts); err != nil {
+	f, err := split(raw)
+	if err != nil {
 		return Event{}, err
 	}
-	d := decoder{fields: fields}
+	if err := applyOptions(f, opts); err != nil {
+		return Event{}, err
+	}
+	d := decoder{f: f}
 	e := Event{Size: len(raw)}
 
-	typeName := d.str("type")
+	typeName := d.str(fType)
 	if d.err == nil {
 		e.Type = typeByName(typeName)
 		if typeName == "" {
-			d.fail("type", "is required")
+			d.fail(fType, "is required")
 		} else if e.Type == 0 {
-			d.fail("type", "must be one of identify, track, page, screen, group, alias")
+			d.fail(fType, "must be one of identify, track, page, screen, group, alias")
 		}
 	}
 	if d.err != nil {
 		return Event{}, d.err
 	}
-
-	if id := fields["messageId"]; id == nil || string(id) == "null" || string(id) == `""` {
-		// Derive it now, before the decoder takes the fields apart.
-		e.MessageID = deriveMessageID(e.Type, fields)
+	// Fields without a column in this type's table are kept in extra.
+	for _, tf := range typeFields {
+		if f.has(tf.field) && !slices.Contains(tf.types, e.Type) {
+			f.other = append(f.other, f.known[tf.field])
+			f.known[tf.field] = member{}
+		}
 	}
-	if id := d.str("messageId"); id != "" {
-		e.MessageID = id
-	}
-	e.UserID = d.str("userId")
-	e.AnonymousID = d.str("anonymousId")
-	e.Timestamp = d.time("timestamp")
-	e.OriginalTimestamp = d.time("originalTimestamp")
-	e.SentAt = d.time("sentAt")
-	e.ReceivedAt = d.time("receivedAt")
-	e.Context = d.object("context")
-	e.Integrations = d.object("integrations")
 
+	e.MessageID = d.str(fMessageID)
+	e.UserID = d.str(fUserID)
+	e.AnonymousID = d.str(fAnonymousID)
+	e.Timestamp = d.time(fTimestamp)
+	e.OriginalTimestamp = d.time(fOriginalTimestamp)
+	e.SentAt = d.time(fSentAt)
+	e.ReceivedAt = d.time(fReceivedAt)
+	e.Context = d.object(fContext)
+	e.Integrations = d.object(fIntegrations)
 	switch e.Type {
 	case Track:
-		e.Event = d.required("event")
-		e.Properties = d.object("properties")
+		e.Event = d.required(fEvent)
+		e.Properties = d.object(fProperties)
 	case Identify:
-		e.Traits = d.object("traits")
+		e.Traits = d.object(fTraits)
 	case Page, Screen:
-		e.Name = d.str("name")
-		e.Category = d.str("category")
-		e.Properties = d.object("properties")
+		e.Name = d.str(fName)
+		e.Category = d.str(fCategory)
+		e.Properties = d.object(fProperties)
 	case Group:
-		e.GroupID = d.required("groupId")
-		e.Traits = d.object("traits")
+		e.GroupID = d.required(fGroupID)
+		e.Traits = d.object(fTraits)
 	case Alias:
-		e.PreviousID = d.required("previousId")
+		e.PreviousID = d.required(fPreviousID)
 		if d.err == nil && e.UserID == "" {
-			d.fail("userId", "is required")
+			d.fail(fUserID, "is required")
 		}
 	}
 	if d.err == nil && e.UserID == "" && e.AnonymousID == "" {
-		d.fail("userId", "userId or anonymousId is required")
+		d.fail(fUserID, "userId or anonymousId is required")
 	}
-	e.Extra = d.extra()
 	if d.err != nil {
 		return Event{}, d.err
+	}
+	e.Extra = extra(f.other)
+	if e.MessageID == "" {
+		e.MessageID = deriveMessageID(e.Type, f)
 	}
 	applyTimestampRule(&e, opts.Now)
 	return e, nil
 }
 
 // applyOptions rewrites the top-level fields as the options say, before validation.
-func applyOptions(fields map[string]json.RawMessage, opts Options) error {
+func applyOptions(f *fields, opts Options) error {
 	if opts.Type != 0 {
 		name := []byte(`"` + opts.Type.String() + `"`)
-		if raw, ok := fields["type"]; !ok || string(raw) == "null" {
-			fields["type"] = name
-		} else if !bytes.Equal(raw, name) {
+		if !f.present(fType) {
+			f.set(fType, name)
+		} else if !bytes.Equal(f.known[fType].value, name) {
 			return &FieldError{Field: "type", Reason: "must be " + opts.Type.String() + " at this endpoint"}
 		}
 	}
 	if opts.Collect {
-		delete(fields, "writeKey")
-		delete(fields, "receivedAt") // the sink's clock, not the client's
-		if _, ok := fields["originalTimestamp"]; !ok {
-			if ts, ok := fields["timestamp"]; ok {
-				fields["originalTimestamp"] = ts
-				delete(fields, "timestamp")
-			}
+		f.other = slices.DeleteFunc(f.other, func(m member) bool { return m.name() == "writeKey" })
+		f.known[fReceivedAt] = member{} // the sink's clock, not the client's
+		if !f.has(fOriginalTimestamp) && f.has(fTimestamp) {
+			f.set(fOriginalTimestamp, f.known[fTimestamp].value)
+			f.known[fTimestamp] = member{}
 		}
 	}
 	if b := opts.Batch; b != nil {
-		for _, f := range [...]struct {
-			name string
-			base json.RawMessage
-		}{{"context", b.Context}, {"integrations", b.Integrations}} {
-			if merged, err := mergeUnder(f.base, fields[f.name]); err != nil {
-				return &FieldError{Field: f.name, Reason: "must be a JSON object"}
-			} else if merged != nil {
-				fields[f.name] = merged
+		for _, i := range [...]int{fContext, fIntegrations} {
+			base := b.Context
+			if i == fIntegrations {
+				base = b.Integrations
+			}
+			merged, err := mergeUnder(base, f.known[i].value)
+			if err != nil {
+				return &FieldError{Field: fieldNames[i], Reason: "must be a JSON object"}
+			}
+			if merged != nil {
+				if reason := checkText(merged); reason != "" {
+					return &FieldError{Field: fieldNames[i], Reason: reason}
+				}
+				f.set(i, merged)
 			}
 		}
-		if _, ok := fields["sentAt"]; !ok && b.SentAt != nil {
-			fields["sentAt"] = b.SentAt
+		if !f.has(fSentAt) && b.SentAt != nil {
+			f.set(fSentAt, b.SentAt)
 		}
 	}
 	return nil
@@ -183,6 +348,15 @@ func mergeUnder(base, over json.RawMessage) (json.RawMessage, error) {
 		}
 	}
 	return json.Marshal(o)
+}
+
+// checkText validates raw JSON and says what in it PostgreSQL cannot store, or returns "".
+func checkText(raw []byte) string {
+	s := scanner{data: raw}
+	if err := s.value(0); err != nil {
+		return "invalid JSON: " + err.Error()
+	}
+	return s.text
 }
 
 func typeByName(name string) Type {
@@ -218,69 +392,86 @@ func applyTimestampRule(e *Event, now time.Time) {
 const DerivedMessageIDPrefix = "sink-"
 
 // deriveMessageID hashes everything the sender controls except the fields that change between
-// retries of the same event (sentAt, and receivedAt when a relay sets it).
-func deriveMessageID(t Type, fields map[string]json.RawMessage) string {
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		switch k {
-		case "messageId", "sentAt", "receivedAt":
-			continue
-		}
-		keys = append(keys, k)
+// retries of the same event (sentAt, and receivedAt when a relay sets it), in key order.
+func deriveMessageID(t Type, f *fields) string {
+	type kv struct {
+		k string
+		v []byte
 	}
-	slices.Sort(keys)
+	var all []kv
+	for i, m := range f.known {
+		if m.value != nil && i != fMessageID && i != fSentAt && i != fReceivedAt {
+			all = append(all, kv{fieldNames[i], m.value})
+		}
+	}
+	for _, m := range f.other {
+		all = append(all, kv{m.name(), m.value})
+	}
+	// A stable sort keeps duplicate keys in arrival order, so the hash is the same every time.
+	slices.SortStableFunc(all, func(a, b kv) int { return cmp.Compare(a.k, b.k) })
 	h := sha256.New()
 	h.Write([]byte(t.String()))
 	var n [8]byte
-	for _, k := range keys {
-		binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+	for _, x := range all {
+		binary.BigEndian.PutUint64(n[:], uint64(len(x.k)))
 		h.Write(n[:])
-		h.Write([]byte(k))
-		v := fields[k]
-		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write([]byte(x.k))
+		binary.BigEndian.PutUint64(n[:], uint64(len(x.v)))
 		h.Write(n[:])
-		h.Write(v)
+		h.Write(x.v)
 	}
 	return DerivedMessageIDPrefix + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// decoder takes the known fields out of an event's top-level object one by one, keeping the
-// first error. What is left at the end becomes the event's extra object.
+// extra returns the other fields as one JSON object, keys and values as they were sent, or nil.
+func extra(other []member) json.RawMessage {
+	if len(other) == 0 {
+		return nil
+	}
+	size := 1
+	for _, m := range other {
+		size += len(m.key) + len(m.value) + 2
+	}
+	out := make([]byte, 0, size)
+	out = append(out, '{')
+	for i, m := range other {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, m.key...)
+		out = append(out, ':')
+		out = append(out, m.value...)
+	}
+	return append(out, '}')
+}
+
+// decoder reads the known fields one by one, keeping the first error.
 type decoder struct {
-	fields map[string]json.RawMessage
-	err    *FieldError
+	f   *fields
+	err *FieldError
 }
 
-func (d *decoder) fail(field, reason string) {
+func (d *decoder) fail(i int, reason string) {
 	if d.err == nil {
-		d.err = &FieldError{Field: field, Reason: reason}
+		d.err = &FieldError{Field: fieldNames[i], Reason: reason}
 	}
 }
 
-// take removes a field and returns its raw value, or nil when it is absent or null.
-func (d *decoder) take(field string) json.RawMessage {
-	raw, ok := d.fields[field]
-	if !ok {
+// raw returns field i's value, or nil when it is absent or null.
+func (d *decoder) raw(i int) []byte {
+	if d.err != nil || !d.f.present(i) {
 		return nil
 	}
-	delete(d.fields, field)
-	if d.err != nil || string(raw) == "null" {
-		return nil
-	}
-	if reason := textProblem(raw); reason != "" {
-		d.fail(field, reason)
-		return nil
-	}
-	return raw
+	return d.f.known[i].value
 }
 
-func (d *decoder) str(field string) string {
-	raw := d.take(field)
+func (d *decoder) str(i int) string {
+	raw := d.raw(i)
 	if raw == nil {
 		return ""
 	}
 	if raw[0] != '"' {
-		d.fail(field, "must be a string")
+		d.fail(i, "must be a string")
 		return ""
 	}
 	if bytes.IndexByte(raw, '\\') < 0 {
@@ -288,73 +479,38 @@ func (d *decoder) str(field string) string {
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		d.fail(field, "must be a string")
+		d.fail(i, "must be a string")
 	}
 	return s
 }
 
-func (d *decoder) required(field string) string {
-	s := d.str(field)
+func (d *decoder) required(i int) string {
+	s := d.str(i)
 	if s == "" {
-		d.fail(field, "is required")
+		d.fail(i, "is required")
 	}
 	return s
 }
 
-func (d *decoder) object(field string) json.RawMessage {
-	raw := d.take(field)
+func (d *decoder) object(i int) json.RawMessage {
+	raw := d.raw(i)
 	if raw != nil && raw[0] != '{' {
-		d.fail(field, "must be a JSON object")
+		d.fail(i, "must be a JSON object")
 		return nil
 	}
 	return raw
 }
 
-func (d *decoder) time(field string) time.Time {
-	s := d.str(field)
+func (d *decoder) time(i int) time.Time {
+	s := d.str(i)
 	if s == "" {
 		return time.Time{}
 	}
 	t, ok := ParseTime(s)
 	if !ok {
-		d.fail(field, "must be an ISO 8601 date-time with a time zone, such as 2024-05-01T12:00:00.000Z")
+		d.fail(i, "must be an ISO 8601 date-time with a time zone, such as 2024-05-01T12:00:00.000Z")
 	}
 	return t
-}
-
-// extra returns the fields nobody took as one JSON object with sorted keys, or nil.
-func (d *decoder) extra() json.RawMessage {
-	if d.err != nil || len(d.fields) == 0 {
-		return nil
-	}
-	keys := make([]string, 0, len(d.fields))
-	size := 2
-	for k, v := range d.fields {
-		keys = append(keys, k)
-		size += len(k) + len(v) + 4
-	}
-	slices.Sort(keys)
-	out := make([]byte, 0, size)
-	out = append(out, '{')
-	for i, k := range keys {
-		v := d.fields[k]
-		if reason := textProblem(v); reason != "" {
-			d.fail(k, reason)
-			return nil
-		}
-		if i > 0 {
-			out = append(out, ',')
-		}
-		key, err := json.Marshal(k)
-		if err != nil || bytes.Contains(key, []byte(`\u0000`)) {
-			d.fail(k, "field name contains \\u0000, which PostgreSQL cannot store")
-			return nil
-		}
-		out = append(out, key...)
-		out = append(out, ':')
-		out = append(out, v...)
-	}
-	return append(out, '}')
 }
 
 // ParseTime parses an ISO 8601 date-time with a time zone: RFC 3339 with any fraction of a second
@@ -369,56 +525,25 @@ func ParseTime(s string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// textProblem says why PostgreSQL could not store a raw JSON value, or returns "". PostgreSQL's
-// text and jsonb reject the NUL character, lone UTF-16 surrogates and invalid UTF-8. The value
-// is valid JSON, so every backslash starts an escape sequence inside a string: stepping over
-// whole escapes keeps an escaped backslash followed by "u0000" (`\\u0000`) from looking like NUL.
-func textProblem(raw []byte) string {
-	if !utf8.Valid(raw) {
-		return "contains invalid UTF-8"
+// SplitArray returns the raw elements of a JSON array, exactly as they appear in raw (Segment
+// signs a batch over the bytes of its first element). Only the array's syntax is checked here;
+// each element is validated when it is decoded.
+func SplitArray(raw []byte) ([][]byte, error) {
+	s := scanner{data: raw}
+	s.skipSpace()
+	if s.pos >= len(raw) || raw[s.pos] != '[' {
+		return nil, &FieldError{Reason: "body must be a JSON array"}
 	}
-	for i := bytes.IndexByte(raw, '\\'); i >= 0; {
-		step := 2
-		if raw[i+1] == 'u' {
-			step = 6
-			r := hex4(raw[i+2 : i+6])
-			switch {
-			case r == 0:
-				return `contains \u0000, which PostgreSQL cannot store`
-			case r >= 0xD800 && r < 0xDC00:
-				if i+12 > len(raw) || raw[i+6] != '\\' || raw[i+7] != 'u' {
-					return "contains a lone UTF-16 surrogate, which PostgreSQL cannot store"
-				}
-				if low := hex4(raw[i+8 : i+12]); low < 0xDC00 || low >= 0xE000 {
-					return "contains a lone UTF-16 surrogate, which PostgreSQL cannot store"
-				}
-				step = 12
-			case r >= 0xDC00 && r < 0xE000:
-				return "contains a lone UTF-16 surrogate, which PostgreSQL cannot store"
-			}
-		}
-		next := bytes.IndexByte(raw[i+step:], '\\')
-		if next < 0 {
-			break
-		}
-		i += step + next
-	}
-	return ""
-}
-
-// hex4 decodes four hex digits; the JSON decoder has already checked that they are.
-func hex4(b []byte) rune {
-	var r rune
-	for _, c := range b {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
+	var elems [][]byte
+	err := s.array(1, func(v []byte) { elems = append(elems, v) })
+	if err == nil {
+		s.skipSpace()
+		if s.pos < len(raw) {
+			err = s.fail("unexpected data after the array")
 		}
 	}
-	return r
+	if err != nil {
+		return nil, &FieldError{Reason: "invalid JSON: " + err.Error()}
+	}
+	return elems, nil
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,19 +67,15 @@ func (s *Server) webhookEvents(body []byte, signature string) (raws [][]byte, is
 		}
 		return [][]byte{body}, false, nil
 	}
-	var elems []json.RawMessage
-	if err := json.Unmarshal(trimmed, &elems); err != nil {
-		return nil, true, fmt.Errorf("%w: invalid JSON: %v", errBadBody, err)
+	raws, err = event.SplitArray(trimmed)
+	if err != nil {
+		return nil, true, fmt.Errorf("%w: %v", errBadBody, err)
 	}
-	if len(elems) == 0 {
+	if len(raws) == 0 {
 		return nil, true, fmt.Errorf("%w: the array holds no events", errBadBody)
 	}
-	if err := s.mac.verify(signature, elems[0]); err != nil {
+	if err := s.mac.verify(signature, raws[0]); err != nil {
 		return nil, true, err
-	}
-	raws = make([][]byte, len(elems))
-	for i, e := range elems {
-		raws[i] = e
 	}
 	return raws, true, nil
 }

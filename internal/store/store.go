@@ -27,14 +27,23 @@ import (
 // say (connect_timeout). pgx's own default is two minutes, far past Segment's 5 s timeout.
 const DefaultConnectTimeout = 2 * time.Second
 
-// Options tune the connection pool.
+// DefaultCopyThreshold is the flush size from which Write streams rows with COPY; smaller
+// flushes send them as array parameters in a single round trip. Measured with `make bench` on
+// 2 cores: single-event webhooks (flushes of 10-60 rows) ran ~30% faster with arrays, and
+// 100-event batches ran as fast either way, COPY with a lower p99 and less memory.
+const DefaultCopyThreshold = 256
+
+// Options tune the store.
 type Options struct {
 	// MaxConns caps the pool; 0 keeps pgx's default (the greater of 4 and the number of CPUs).
 	MaxConns int32
+	// CopyThreshold overrides DefaultCopyThreshold (tests use it to exercise both paths).
+	CopyThreshold int
 }
 
 // Store is segment-sink's PostgreSQL database.
 type Store struct {
+	copyFrom   int // flush size from which to COPY
 	pool       *pgxpool.Pool
 	db         *sql.DB // the same pool, for goose
 	migrations *goose.Provider
@@ -63,7 +72,7 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connect to database %s:%d/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
 	}
-	s := &Store{pool: pool, db: stdlib.OpenDBFromPool(pool)}
+	s := &Store{pool: pool, db: stdlib.OpenDBFromPool(pool), copyFrom: cmp.Or(opts.CopyThreshold, DefaultCopyThreshold)}
 	if s.migrations, err = newMigrations(s.db); err != nil {
 		s.Close()
 		return nil, err
@@ -134,24 +143,54 @@ var typeColumns = map[event.Type][]string{
 	event.Alias:    {"previous_id"},
 }
 
-// upsertSQL holds, per event type, the statement that moves its staged rows into its table.
-var upsertSQL = buildUpserts()
+// TableColumns returns the columns of an event type's table that RowValues fills, in order.
+// It is for tools that write the tables directly, such as the benchmark's baselines.
+func TableColumns(t event.Type) []string {
+	return append(slices.Clone(commonColumns), typeColumns[t]...)
+}
 
-// buildUpserts writes one INSERT … SELECT … ON CONFLICT per table. A redelivery rewrites a row
+// RowValues returns an event's values in TableColumns order, with absent fields as NULL.
+func RowValues(e *event.Event) []any {
+	row := []any{e.MessageID, text(e.UserID), text(e.AnonymousID), e.Timestamp, timestamp(e.OriginalTimestamp),
+		timestamp(e.SentAt), e.ReceivedAt, jsonb(e.Context), jsonb(e.Integrations), jsonb(e.Extra)}
+	switch e.Type {
+	case event.Track:
+		row = append(row, e.Event, jsonb(e.Properties))
+	case event.Identify, event.Group:
+		if e.Type == event.Group {
+			row = append(row, e.GroupID)
+		}
+		row = append(row, jsonb(e.Traits))
+	case event.Page, event.Screen:
+		row = append(row, text(e.Name), text(e.Category), jsonb(e.Properties))
+	case event.Alias:
+		row = append(row, e.PreviousID)
+	}
+	return row
+}
+
+// The upserts, per event type: copyUpsert moves rows from the staging table, arrayUpsert reads
+// them from one array parameter per column.
+var copyUpsert, arrayUpsert = buildUpserts()
+
+// buildUpserts writes the INSERT … SELECT … ON CONFLICT statements. A redelivery rewrites a row
 // only when what the sender said about the event changed; sent_at, received_at and timestamp are
 // left out of that comparison because they differ between retries of the same event (a retry is
 // sent later, and a missing receivedAt is the sink's clock). Rows go in messageId order so that
 // concurrent flushes, in this process or in replicas, lock rows in the same order and cannot
 // deadlock.
-func buildUpserts() map[event.Type]string {
-	out := make(map[event.Type]string, len(event.Types))
+func buildUpserts() (fromStage, fromArrays map[event.Type]string) {
+	fromStage = make(map[event.Type]string, len(event.Types))
+	fromArrays = make(map[event.Type]string, len(event.Types))
 	for _, t := range event.Types {
-		cols := append(slices.Clone(commonColumns), typeColumns[t]...)
+		cols := TableColumns(t)
 		quoted := make([]string, len(cols))
+		params := make([]string, len(cols))
 		set := make([]string, 0, len(cols))
 		var mine, theirs []string
 		for i, c := range cols {
 			quoted[i] = pgx.Identifier{c}.Sanitize()
+			params[i] = fmt.Sprintf("$%d::%s[]", i+1, columnTypes[c])
 			if c == "message_id" {
 				continue
 			}
@@ -164,14 +203,18 @@ func buildUpserts() map[event.Type]string {
 			theirs = append(theirs, "excluded."+quoted[i])
 		}
 		list := strings.Join(quoted, ", ")
-		out[t] = fmt.Sprintf(`INSERT INTO %s AS t (%s)
-SELECT %s FROM %s WHERE kind = %d ORDER BY message_id
+		upsert := func(source string) string {
+			return fmt.Sprintf(`INSERT INTO %s AS t (%s)
+%s
 ON CONFLICT (message_id) DO UPDATE SET %s, loaded_at = now()
 WHERE (%s) IS DISTINCT FROM (%s)`,
-			pgx.Identifier{t.Table()}.Sanitize(), list, list, stageTable, t,
-			strings.Join(set, ", "), strings.Join(mine, ", "), strings.Join(theirs, ", "))
+				pgx.Identifier{t.Table()}.Sanitize(), list, source,
+				strings.Join(set, ", "), strings.Join(mine, ", "), strings.Join(theirs, ", "))
+		}
+		fromStage[t] = upsert(fmt.Sprintf("SELECT %s FROM %s WHERE kind = %d ORDER BY message_id", list, stageTable, t))
+		fromArrays[t] = upsert("SELECT * FROM unnest(" + strings.Join(params, ", ") + ") ORDER BY 1")
 	}
-	return out
+	return fromStage, fromArrays
 }
 
 // Write stores events in one transaction: every event is committed, or none is. Events with the
@@ -180,18 +223,27 @@ WHERE (%s) IS DISTINCT FROM (%s)`,
 // data itself (retrying the same events fails again), and event.ErrUnavailable otherwise.
 func (s *Store) Write(ctx context.Context, events []event.Event) error {
 	rows := collapse(events)
+	if len(rows) < s.copyFrom {
+		return classify(s.writeArrays(ctx, rows))
+	}
+	return classify(s.writeCopy(ctx, rows))
+}
+
+// writeCopy streams the rows with a binary COPY into the connection's staging table, then moves
+// them into each table with one upsert per table, in one transaction.
+func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) error {
 	var present [event.Alias + 1]bool
 	for _, e := range rows {
 		present[e.Type] = true
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, stageColumns, &stageRows{rows: rows}); err != nil {
 			return fmt.Errorf("copy into staging table: %w", err)
 		}
 		batch := &pgx.Batch{}
 		for _, t := range event.Types {
 			if present[t] {
-				batch.Queue(upsertSQL[t])
+				batch.Queue(copyUpsert[t])
 			}
 		}
 		results := tx.SendBatch(ctx, batch)
@@ -206,7 +258,6 @@ func (s *Store) Write(ctx context.Context, events []event.Event) error {
 		}
 		return results.Close()
 	})
-	return classify(err)
 }
 
 // collapse returns the events sorted by type and messageId, keeping only the last of each

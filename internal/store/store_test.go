@@ -19,11 +19,37 @@ import (
 
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
+// writePaths are the two ways Write sends rows: array parameters for small flushes, COPY for
+// large ones. Tests of Write run on both.
+var writePaths = []struct {
+	name string
+	opts store.Options
+}{
+	{"arrays", store.Options{CopyThreshold: 1 << 30}},
+	{"copy", store.Options{CopyThreshold: 1}},
+}
+
+// bothPaths runs test once per write path, each on a fresh database.
+func bothPaths(t *testing.T, test func(t *testing.T, s *store.Store, conn *pgx.Conn)) {
+	for _, p := range writePaths {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			s, conn := openWith(t, p.opts)
+			test(t, s, conn)
+		})
+	}
+}
+
 func open(t *testing.T) (*store.Store, *pgx.Conn) {
+	t.Helper()
+	return openWith(t, store.Options{})
+}
+
+func openWith(t *testing.T, opts store.Options) (*store.Store, *pgx.Conn) {
 	t.Helper()
 	url := dbtest.New(t)
 	ctx := context.Background()
-	s, err := store.Open(ctx, url, store.Options{})
+	s, err := store.Open(ctx, url, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,182 +82,187 @@ func count(t *testing.T, conn *pgx.Conn, query string, args ...any) int {
 
 func TestWriteEveryTypeIntoItsTable(t *testing.T) {
 	t.Parallel()
-	s, conn := open(t)
-	events := []event.Event{
-		decode(t, `{"type":"track","messageId":"t1","userId":"u1","event":"Signed Up","properties":{"plan":"pro"},"context":{"ip":"1.2.3.4"},"integrations":{"All":false},"originalTimestamp":"2024-05-01T10:00:00Z","sentAt":"2024-05-01T10:00:01Z","channel":"server"}`),
-		decode(t, `{"type":"identify","messageId":"i1","anonymousId":"a1","traits":{"email":"x@y.z"}}`),
-		decode(t, `{"type":"page","messageId":"p1","userId":"u1","name":"Home","category":"Site","properties":{"path":"/"}}`),
-		decode(t, `{"type":"screen","messageId":"s1","userId":"u1","name":"Feed","category":"App","properties":{"n":1}}`),
-		decode(t, `{"type":"group","messageId":"g1","userId":"u1","groupId":"acme","traits":{"employees":10}}`),
-		decode(t, `{"type":"alias","messageId":"al1","userId":"u1","previousId":"a1"}`),
-	}
-	if err := s.Write(context.Background(), events); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		events := []event.Event{
+			decode(t, `{"type":"track","messageId":"t1","userId":"u1","event":"Signed Up","properties":{"plan":"pro"},"context":{"ip":"1.2.3.4"},"integrations":{"All":false},"originalTimestamp":"2024-05-01T10:00:00Z","sentAt":"2024-05-01T10:00:01Z","channel":"server"}`),
+			decode(t, `{"type":"identify","messageId":"i1","anonymousId":"a1","traits":{"email":"x@y.z"}}`),
+			decode(t, `{"type":"page","messageId":"p1","userId":"u1","name":"Home","category":"Site","properties":{"path":"/"}}`),
+			decode(t, `{"type":"screen","messageId":"s1","userId":"u1","name":"Feed","category":"App","properties":{"n":1}}`),
+			decode(t, `{"type":"group","messageId":"g1","userId":"u1","groupId":"acme","traits":{"employees":10}}`),
+			decode(t, `{"type":"alias","messageId":"al1","userId":"u1","previousId":"a1"}`),
+		}
+		if err := s.Write(context.Background(), events); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
 
-	var (
-		userID, anonID, name, extra, props, ctxJSON, integ string
-		ts, ots, sent, recv                                time.Time
-	)
-	err := conn.QueryRow(context.Background(), `SELECT user_id, coalesce(anonymous_id, 'NULL'), event, extra::text,
+		var (
+			userID, anonID, name, extra, props, ctxJSON, integ string
+			ts, ots, sent, recv                                time.Time
+		)
+		err := conn.QueryRow(context.Background(), `SELECT user_id, coalesce(anonymous_id, 'NULL'), event, extra::text,
 		properties::text, context::text, integrations::text, "timestamp", original_timestamp, sent_at, received_at
 		FROM tracks WHERE message_id = 't1'`).Scan(&userID, &anonID, &name, &extra, &props, &ctxJSON, &integ, &ts, &ots, &sent, &recv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if userID != "u1" || anonID != "NULL" || name != "Signed Up" || extra != `{"channel": "server"}` ||
-		props != `{"plan": "pro"}` || ctxJSON != `{"ip": "1.2.3.4"}` || integ != `{"All": false}` {
-		t.Errorf("tracks row: %q %q %q %q %q %q %q", userID, anonID, name, extra, props, ctxJSON, integ)
-	}
-	// receivedAt is the server clock (t0); timestamp corrects the one-second skew.
-	if !recv.Equal(t0) || !ts.Equal(t0.Add(-time.Second)) || !ots.Equal(t0.Add(-2*time.Hour)) || !sent.Equal(t0.Add(-2*time.Hour+time.Second)) {
-		t.Errorf("tracks times: timestamp %s original %s sent %s received %s", ts, ots, sent, recv)
-	}
-
-	checks := []struct {
-		query string
-		want  int
-	}{
-		{`SELECT count(*) FROM identifies WHERE message_id = 'i1' AND anonymous_id = 'a1' AND user_id IS NULL AND traits->>'email' = 'x@y.z'`, 1},
-		{`SELECT count(*) FROM pages WHERE message_id = 'p1' AND name = 'Home' AND category = 'Site' AND properties->>'path' = '/'`, 1},
-		{`SELECT count(*) FROM screens WHERE message_id = 's1' AND name = 'Feed' AND category = 'App' AND properties->>'n' = '1'`, 1},
-		{`SELECT count(*) FROM groups WHERE message_id = 'g1' AND group_id = 'acme' AND traits->>'employees' = '10'`, 1},
-		{`SELECT count(*) FROM aliases WHERE message_id = 'al1' AND user_id = 'u1' AND previous_id = 'a1'`, 1},
-		{`SELECT (SELECT count(*) FROM tracks) + (SELECT count(*) FROM identifies) + (SELECT count(*) FROM pages)
-			+ (SELECT count(*) FROM screens) + (SELECT count(*) FROM groups) + (SELECT count(*) FROM aliases)`, 6},
-	}
-	for _, c := range checks {
-		if got := count(t, conn, c.query); got != c.want {
-			t.Errorf("%s = %d, want %d", c.query, got, c.want)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if userID != "u1" || anonID != "NULL" || name != "Signed Up" || extra != `{"channel": "server"}` ||
+			props != `{"plan": "pro"}` || ctxJSON != `{"ip": "1.2.3.4"}` || integ != `{"All": false}` {
+			t.Errorf("tracks row: %q %q %q %q %q %q %q", userID, anonID, name, extra, props, ctxJSON, integ)
+		}
+		// receivedAt is the server clock (t0); timestamp corrects the one-second skew.
+		if !recv.Equal(t0) || !ts.Equal(t0.Add(-time.Second)) || !ots.Equal(t0.Add(-2*time.Hour)) || !sent.Equal(t0.Add(-2*time.Hour+time.Second)) {
+			t.Errorf("tracks times: timestamp %s original %s sent %s received %s", ts, ots, sent, recv)
+		}
+
+		checks := []struct {
+			query string
+			want  int
+		}{
+			{`SELECT count(*) FROM identifies WHERE message_id = 'i1' AND anonymous_id = 'a1' AND user_id IS NULL AND traits->>'email' = 'x@y.z'`, 1},
+			{`SELECT count(*) FROM pages WHERE message_id = 'p1' AND name = 'Home' AND category = 'Site' AND properties->>'path' = '/'`, 1},
+			{`SELECT count(*) FROM screens WHERE message_id = 's1' AND name = 'Feed' AND category = 'App' AND properties->>'n' = '1'`, 1},
+			{`SELECT count(*) FROM groups WHERE message_id = 'g1' AND group_id = 'acme' AND traits->>'employees' = '10'`, 1},
+			{`SELECT count(*) FROM aliases WHERE message_id = 'al1' AND user_id = 'u1' AND previous_id = 'a1'`, 1},
+			{`SELECT (SELECT count(*) FROM tracks) + (SELECT count(*) FROM identifies) + (SELECT count(*) FROM pages)
+			+ (SELECT count(*) FROM screens) + (SELECT count(*) FROM groups) + (SELECT count(*) FROM aliases)`, 6},
+		}
+		for _, c := range checks {
+			if got := count(t, conn, c.query); got != c.want {
+				t.Errorf("%s = %d, want %d", c.query, got, c.want)
+			}
+		}
+	})
 }
 
 func TestWriteCollapsesDuplicatesInOneBatchLastWins(t *testing.T) {
 	t.Parallel()
-	s, conn := open(t)
-	events := []event.Event{
-		decode(t, `{"type":"track","messageId":"m","userId":"u","event":"First"}`),
-		decode(t, `{"type":"track","messageId":"m","userId":"u","event":"Second"}`),
-		decode(t, `{"type":"page","messageId":"m","userId":"u"}`), // same id, other table: its own row
-		decode(t, `{"type":"track","messageId":"n","userId":"u","event":"Other"}`),
-	}
-	if err := s.Write(context.Background(), events); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM tracks WHERE message_id = 'm' AND event = 'Second'`); got != 1 {
-		t.Errorf("last of the duplicates stored %d times, want 1", got)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 2 {
-		t.Errorf("tracks rows = %d, want 2", got)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM pages WHERE message_id = 'm'`); got != 1 {
-		t.Errorf("pages rows = %d, want 1", got)
-	}
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		events := []event.Event{
+			decode(t, `{"type":"track","messageId":"m","userId":"u","event":"First"}`),
+			decode(t, `{"type":"track","messageId":"m","userId":"u","event":"Second"}`),
+			decode(t, `{"type":"page","messageId":"m","userId":"u"}`), // same id, other table: its own row
+			decode(t, `{"type":"track","messageId":"n","userId":"u","event":"Other"}`),
+		}
+		if err := s.Write(context.Background(), events); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM tracks WHERE message_id = 'm' AND event = 'Second'`); got != 1 {
+			t.Errorf("last of the duplicates stored %d times, want 1", got)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 2 {
+			t.Errorf("tracks rows = %d, want 2", got)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM pages WHERE message_id = 'm'`); got != 1 {
+			t.Errorf("pages rows = %d, want 1", got)
+		}
+	})
 }
 
 func TestRedeliveryDoesNotRewriteButChangeDoes(t *testing.T) {
 	t.Parallel()
-	s, conn := open(t)
-	ctx := context.Background()
-	original := `{"type":"identify","messageId":"m","userId":"u","traits":{"a":1}}`
-	if err := s.Write(ctx, []event.Event{decode(t, original)}); err != nil {
-		t.Fatal(err)
-	}
-	loadedAt := func() (time.Time, int64) {
-		var at time.Time
-		var xmin int64
-		if err := conn.QueryRow(ctx, `SELECT loaded_at, xmin::text::bigint FROM identifies WHERE message_id = 'm'`).Scan(&at, &xmin); err != nil {
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		ctx := context.Background()
+		original := `{"type":"identify","messageId":"m","userId":"u","traits":{"a":1}}`
+		if err := s.Write(ctx, []event.Event{decode(t, original)}); err != nil {
 			t.Fatal(err)
 		}
-		return at, xmin
-	}
-	at1, x1 := loadedAt()
+		loadedAt := func() (time.Time, int64) {
+			var at time.Time
+			var xmin int64
+			if err := conn.QueryRow(ctx, `SELECT loaded_at, xmin::text::bigint FROM identifies WHERE message_id = 'm'`).Scan(&at, &xmin); err != nil {
+				t.Fatal(err)
+			}
+			return at, xmin
+		}
+		at1, x1 := loadedAt()
 
-	// A redelivery, even sent later with another sentAt and received at another time, is the
-	// same event: the row is not touched.
-	retry, err := event.Decode([]byte(`{"type":"identify","messageId":"m","userId":"u","traits":{"a":1},"sentAt":"2024-05-01T12:00:00Z"}`), t0.Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Write(ctx, []event.Event{retry}); err != nil {
-		t.Fatal(err)
-	}
-	if at2, x2 := loadedAt(); !at2.Equal(at1) || x2 != x1 {
-		t.Errorf("identical redelivery rewrote the row: loaded_at %s -> %s, xmin %d -> %d", at1, at2, x1, x2)
-	}
+		// A redelivery, even sent later with another sentAt and received at another time, is the
+		// same event: the row is not touched.
+		retry, err := event.Decode([]byte(`{"type":"identify","messageId":"m","userId":"u","traits":{"a":1},"sentAt":"2024-05-01T12:00:00Z"}`), t0.Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Write(ctx, []event.Event{retry}); err != nil {
+			t.Fatal(err)
+		}
+		if at2, x2 := loadedAt(); !at2.Equal(at1) || x2 != x1 {
+			t.Errorf("identical redelivery rewrote the row: loaded_at %s -> %s, xmin %d -> %d", at1, at2, x1, x2)
+		}
 
-	if err := s.Write(ctx, []event.Event{decode(t, `{"type":"identify","messageId":"m","userId":"u","traits":{"a":2}}`)}); err != nil {
-		t.Fatal(err)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM identifies WHERE message_id = 'm' AND traits->>'a' = '2'`); got != 1 {
-		t.Errorf("a changed redelivery did not update the row")
-	}
-	if _, x3 := loadedAt(); x3 == x1 {
-		t.Errorf("a changed redelivery left xmin at %d", x3)
-	}
+		if err := s.Write(ctx, []event.Event{decode(t, `{"type":"identify","messageId":"m","userId":"u","traits":{"a":2}}`)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM identifies WHERE message_id = 'm' AND traits->>'a' = '2'`); got != 1 {
+			t.Errorf("a changed redelivery did not update the row")
+		}
+		if _, x3 := loadedAt(); x3 == x1 {
+			t.Errorf("a changed redelivery left xmin at %d", x3)
+		}
+	})
 }
 
 func TestConcurrentWritesOfTheSameMessagesNeitherFailNorDuplicate(t *testing.T) {
 	t.Parallel()
-	s, conn := open(t)
-	// Each writer sends the same 200 ids in a different order: without ordered inserts, two
-	// transactions would lock the rows in opposite orders and deadlock.
-	const writers, ids = 6, 200
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Go(func() {
-			events := make([]event.Event, 0, ids)
-			for i := range ids {
-				id := (i*(w+1) + w) % ids
-				events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E"}`, id)))
-			}
-			errs <- s.Write(context.Background(), events)
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Errorf("Write: %v", err)
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		// Each writer sends the same 200 ids in a different order: without ordered inserts, two
+		// transactions would lock the rows in opposite orders and deadlock.
+		const writers, ids = 6, 200
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				events := make([]event.Event, 0, ids)
+				for i := range ids {
+					id := (i*(w+1) + w) % ids
+					events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E"}`, id)))
+				}
+				errs <- s.Write(context.Background(), events)
+			})
 		}
-	}
-	if got := count(t, conn, `SELECT count(*) FROM tracks`); got != ids {
-		t.Errorf("rows = %d, want %d", got, ids)
-	}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("Write: %v", err)
+			}
+		}
+		if got := count(t, conn, `SELECT count(*) FROM tracks`); got != ids {
+			t.Errorf("rows = %d, want %d", got, ids)
+		}
+	})
 }
 
 func TestWriteClassifiesErrors(t *testing.T) {
 	t.Parallel()
-	s, conn := open(t)
-	ctx := context.Background()
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		ctx := context.Background()
 
-	// Validation keeps such text out; here it is forced in to see how the store reports it.
-	bad := decode(t, `{"type":"track","messageId":"bad","userId":"u","event":"E"}`)
-	bad.Properties = json.RawMessage(`{"k":"\u0000"}`)
-	good := decode(t, `{"type":"track","messageId":"good","userId":"u","event":"E"}`)
-	err := s.Write(ctx, []event.Event{good, bad})
-	if !errors.Is(err, event.ErrUnstorable) {
-		t.Errorf("Write with NUL in jsonb: %v, want ErrUnstorable", err)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 0 {
-		t.Errorf("a failed write left %d rows", got)
-	}
+		// Validation keeps such text out; here it is forced in to see how the store reports it.
+		bad := decode(t, `{"type":"track","messageId":"bad","userId":"u","event":"E"}`)
+		bad.Properties = json.RawMessage(`{"k":"\u0000"}`)
+		good := decode(t, `{"type":"track","messageId":"good","userId":"u","event":"E"}`)
+		err := s.Write(ctx, []event.Event{good, bad})
+		if !errors.Is(err, event.ErrUnstorable) {
+			t.Errorf("Write with NUL in jsonb: %v, want ErrUnstorable", err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 0 {
+			t.Errorf("a failed write left %d rows", got)
+		}
 
-	// The connection is still usable after the failure: the staging table was left empty.
-	if err := s.Write(ctx, []event.Event{good}); err != nil {
-		t.Fatalf("Write after a failure: %v", err)
-	}
-	if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 1 {
-		t.Errorf("rows = %d, want 1", got)
-	}
+		// The connection is still usable after the failure: the staging table was left empty.
+		if err := s.Write(ctx, []event.Event{good}); err != nil {
+			t.Fatalf("Write after a failure: %v", err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 1 {
+			t.Errorf("rows = %d, want 1", got)
+		}
 
-	canceled, cancel := context.WithCancel(ctx)
-	cancel()
-	if err := s.Write(canceled, []event.Event{good}); !errors.Is(err, event.ErrUnavailable) {
-		t.Errorf("Write with a canceled context: %v, want ErrUnavailable", err)
-	}
+		canceled, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := s.Write(canceled, []event.Event{good}); !errors.Is(err, event.ErrUnavailable) {
+			t.Errorf("Write with a canceled context: %v, want ErrUnavailable", err)
+		}
+	})
 }
 
 func TestReadyAndMigrations(t *testing.T) {
