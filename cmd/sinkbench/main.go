@@ -182,7 +182,9 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, k := range slices.Sorted(maps.Keys(r.Ratios)) {
-		fmt.Fprintf(w, "  %-28s %.2fx\n", k, r.Ratios[k])
+		if r.Ratios[k] > 0 {
+			fmt.Fprintf(w, "  %-28s %.2fx\n", k, r.Ratios[k])
+		}
 	}
 }
 

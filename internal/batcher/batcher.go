@@ -254,7 +254,13 @@ func (b *Batcher) release(batch []*request) {
 func (b *Batcher) flush(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
 	defer cancel()
+	start := time.Now()
 	err := b.write(ctx, batch)
+	if b.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		b.cfg.Logger.Debug("flush", "requests", len(batch), "events", countEvents(batch),
+			"duration_ms", float64(time.Since(start).Microseconds())/1000, "waited_ms",
+			float64(start.Sub(batch[0].queued).Microseconds())/1000, "error", err)
+	}
 	if errors.Is(err, event.ErrUnstorable) && len(batch) > 1 {
 		half := len(batch) / 2
 		b.flush(batch[:half])
@@ -274,11 +280,7 @@ func (b *Batcher) flush(batch []*request) {
 func (b *Batcher) write(ctx context.Context, batch []*request) error {
 	events := batch[0].events
 	if len(batch) > 1 {
-		n := 0
-		for _, r := range batch {
-			n += len(r.events)
-		}
-		events = make([]event.Event, 0, n)
+		events = make([]event.Event, 0, countEvents(batch))
 		for _, r := range batch {
 			events = append(events, r.events...)
 		}
@@ -297,6 +299,14 @@ func (b *Batcher) write(ctx context.Context, batch []*request) error {
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+func countEvents(batch []*request) int {
+	n := 0
+	for _, r := range batch {
+		n += len(r.events)
+	}
+	return n
 }
 
 func anyWaiting(batch []*request) bool {
