@@ -36,6 +36,7 @@ type loadStats struct {
 	latencies                []time.Duration
 	acked                    map[string]bool
 	elapsed                  time.Duration
+	cpu                      cpuUse
 }
 
 func (l load) run(ctx context.Context) *loadStats {
@@ -116,5 +117,6 @@ func (s *loadStats) result() result {
 		Events: s.events, Requests: s.requests, Errors: s.errors,
 		EventsPerSec: float64(s.events) / s.elapsed.Seconds(),
 		P50Ms:        pct(0.50), P99Ms: pct(0.99), MaxMs: pct(1),
+		CPUMicrosPerEvent: s.cpu,
 	}
 }

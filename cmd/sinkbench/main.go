@@ -123,6 +123,9 @@ type result struct {
 	Checked      int64   `json:"checked_ids,omitempty"`
 	Lost         int64   `json:"lost"`
 	Duplicated   int64   `json:"duplicated"`
+	// CPUMicrosPerEvent splits the machine's work per event between the server under test,
+	// the load generator and PostgreSQL: what bounds the throughput.
+	CPUMicrosPerEvent cpuUse `json:"cpu_us_per_event"`
 }
 
 type report struct {
@@ -166,7 +169,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nsinkbench %s on %s (%d CPUs), %s per scenario, %d connections (%d for batches of %d)\n\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Host, r.CPUs, r.Duration, r.Conns, r.BatchConns, r.BatchSize)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents/s\tp50 ms\tp99 ms\tmax ms\terrors\tpeak RSS MB\tacked ids checked\tlost\tduplicated\t")
+	fmt.Fprintln(tw, "scenario\tevents/s\tp50 ms\tp99 ms\tmax ms\terrors\tpeak RSS MB\tacked ids checked\tlost\tduplicated\tCPU µs/event: server\tload gen\tpostgres\t")
 	for _, x := range r.Results {
 		rss := "-"
 		if x.PeakRSSMB > 0 {
@@ -176,8 +179,10 @@ func (r *report) print(w io.Writer) {
 		if x.Checked > 0 {
 			checked = fmt.Sprint(x.Checked)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%d\t%d\t\n",
-			x.Name, x.EventsPerSec, x.P50Ms, x.P99Ms, x.MaxMs, x.Errors, rss, checked, x.Lost, x.Duplicated)
+		c := x.CPUMicrosPerEvent
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n",
+			x.Name, x.EventsPerSec, x.P50Ms, x.P99Ms, x.MaxMs, x.Errors, rss, checked, x.Lost, x.Duplicated,
+			c.Server, c.LoadGenerator, c.Postgres)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

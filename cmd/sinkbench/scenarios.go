@@ -170,6 +170,7 @@ func copyCeiling(ctx context.Context, o options, gen *generator) (result, error)
 		templates[e.Type] = append(templates[e.Type], store.RowValues(&e))
 	}
 	var stats loadStats
+	mark := markCPU(0) // no server process: the load generator is the COPY client
 	start := time.Now()
 	for n := 0; time.Since(start) < o.duration && ctx.Err() == nil; n++ {
 		t0 := time.Now()
@@ -188,6 +189,7 @@ func copyCeiling(ctx context.Context, o options, gen *generator) (result, error)
 		stats.latencies = append(stats.latencies, time.Since(t0))
 	}
 	stats.elapsed = time.Since(start)
+	stats.cpu = mark.since(stats.events)
 	return stats.result(), nil
 }
 
@@ -265,7 +267,9 @@ func runServer(ctx context.Context, cmd *exec.Cmd, l *load, path string) (*loadS
 		return nil, 0, fmt.Errorf("%s did not start", cmd.Path)
 	}
 	go io.Copy(io.Discard, stdout)
+	mark := markCPU(cmd.Process.Pid)
 	stats := l.run(ctx)
+	stats.cpu = mark.since(stats.events)
 	rss := peakRSS(cmd.Process.Pid)
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
