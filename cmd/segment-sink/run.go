@@ -13,9 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/segment-sink/segment-sink/internal/batcher"
 	"github.com/segment-sink/segment-sink/internal/config"
 	"github.com/segment-sink/segment-sink/internal/httpapi"
+	"github.com/segment-sink/segment-sink/internal/metrics"
 	"github.com/segment-sink/segment-sink/internal/store"
 )
 
@@ -25,12 +28,14 @@ Usage:
   segment-sink [serve] [flags]          run the HTTP receiver (the default command)
   segment-sink migrate up|down|status [flags]
                                         apply all migrations, roll back the latest one, or list them
+  segment-sink healthcheck [flags]      exit 0 if the sink at LISTEN_ADDR answers /healthz (for Docker)
   segment-sink help                     show this text
 
 Endpoints:
   POST /webhook   one Segment event (JSON object) or an array of them; signed with X-Signature
   POST /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch, /v1/import
                   Segment's HTTP Tracking API, for Segment's SDKs; needs WRITE_KEYS
+  GET  /metrics   Prometheus metrics (or on METRICS_ADDR)
   GET  /healthz   the process is alive
   GET  /readyz    the database answers and its schema is migrated
 
@@ -49,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args, getenv, stdout, stderr)
 	case "migrate":
 		return migrate(ctx, args, getenv, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, args, getenv, stdout)
 	case "help":
 		usage(stdout)
 		return flag.ErrHelp
@@ -151,6 +158,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Info("schema migrated", "applied", n)
 	}
 
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+
 	b, err := batcher.New(s, batcher.Config{
 		MaxEvents:        cfg.BatchMaxEvents,
 		MaxWait:          cfg.BatchMaxWait,
@@ -160,11 +170,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// Nobody waits for a flush longer than a request waits for its commit.
 		FlushTimeout: cfg.AckTimeout,
 		Logger:       log,
+		Observer:     m,
 	})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	metrics.WatchPending(reg, b)
 
 	if len(cfg.SharedSecrets) == 0 {
 		log.Warn("SHARED_SECRET is not set: /webhook accepts unsigned requests from anyone who can reach it")
@@ -172,14 +184,26 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if len(cfg.WriteKeys) == 0 && cfg.TrackingOpen {
 		log.Warn("TRACKING_API_OPEN is set without WRITE_KEYS: /v1/* accepts events from anyone who can reach it")
 	}
-	handler := httpapi.New(httpapi.Config{
+	apiCfg := httpapi.Config{
 		Secrets:      cfg.SharedSecrets,
 		WriteKeys:    cfg.WriteKeys,
 		TrackingOpen: cfg.TrackingOpen,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		AckTimeout:   cfg.AckTimeout,
 		Logger:       log,
-	}, b, s)
+		Observer:     m,
+	}
+	if cfg.MetricsAddr == "" {
+		apiCfg.Metrics = metrics.Handler(reg)
+	} else {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, metrics.Handler(reg), log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+	// Ready: the database answers with the schema migrated, and the memory budget has room.
+	handler := httpapi.New(apiCfg, b, readiness{s, b})
 
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
@@ -230,16 +254,69 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 // servePprof serves Go's profiler on its own address, never on the public one.
 func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on PPROF_ADDR %s: %w", addr, err)
-	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return serveSide("PPROF_ADDR", addr, mux, log)
+}
+
+// serveMetrics serves /metrics on its own address.
+func serveMetrics(addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	return serveSide("METRICS_ADDR", addr, mux, log)
+}
+
+// serveSide runs a side server (metrics, profiler) until stop is called.
+func serveSide(setting, addr string, h http.Handler, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s %s: %w", setting, addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	log.Info("profiler listening", "addr", ln.Addr().String())
+	log.Info("side server listening", "setting", setting, "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// readiness is ready when every check is.
+type readiness []httpapi.ReadinessChecker
+
+func (r readiness) Ready(ctx context.Context) error {
+	for _, c := range r {
+		if err := c.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// healthcheck asks the sink at LISTEN_ADDR (on this host) for /healthz: the image's HEALTHCHECK,
+// since the image has no shell and no curl.
+func healthcheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, _, err := config.Load(args, getenv, "segment-sink healthcheck", stdout)
+	if err != nil {
+		return err
+	}
+	_, port, err := net.SplitHostPort(cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("LISTEN_ADDR %q: %w", cfg.ListenAddr, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort("127.0.0.1", port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %d", resp.StatusCode)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
 }

@@ -16,10 +16,16 @@ import (
 	"github.com/segment-sink/segment-sink/internal/event"
 )
 
-// Writer stores events in one transaction: all of them are committed, or none is. Its errors
-// wrap event.ErrUnstorable when the data itself was refused.
+// Writer stores events in one transaction: all of them are committed, or none is. It returns
+// how many left the database unchanged (redeliveries). Its errors wrap event.ErrUnstorable when
+// the data itself was refused.
 type Writer interface {
-	Write(ctx context.Context, events []event.Event) error
+	Write(ctx context.Context, events []event.Event) (unchanged int, err error)
+}
+
+// Observer is told about every flush; metrics.Metrics satisfies it.
+type Observer interface {
+	Flushed(events, unchanged int, took time.Duration, err error)
 }
 
 // Config sizes the batcher. Every field but MaxWait and Logger must be set.
@@ -39,6 +45,8 @@ type Config struct {
 	// FlushTimeout bounds one flush, retries included.
 	FlushTimeout time.Duration
 	Logger       *slog.Logger
+	// Observer, if set, is told about every flush.
+	Observer Observer
 }
 
 func (c *Config) validate() error {
@@ -127,6 +135,26 @@ func (b *Batcher) Pending() (events int, bytes int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.pendingEvents, b.pendingBytes
+}
+
+// ReadyShare is how full the memory budget may be before Ready reports the sink as not ready,
+// so that a load balancer sends new requests elsewhere before they would be refused.
+const ReadyShare = 0.9
+
+// Ready reports an error while the events held in memory fill more than ReadyShare of the
+// budget, or once the batcher is closing.
+func (b *Batcher) Ready(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return event.ErrClosed
+	case float64(b.pendingEvents) > ReadyShare*float64(b.cfg.MaxPendingEvents):
+		return fmt.Errorf("memory budget nearly full: %d of MAX_PENDING_EVENTS=%d events waiting", b.pendingEvents, b.cfg.MaxPendingEvents)
+	case float64(b.pendingBytes) > ReadyShare*float64(b.cfg.MaxPendingBytes):
+		return fmt.Errorf("memory budget nearly full: %d of MAX_PENDING_BYTES=%d bytes waiting", b.pendingBytes, b.cfg.MaxPendingBytes)
+	}
+	return nil
 }
 
 // Close refuses new events, writes every event already submitted, and returns when the last
@@ -255,10 +283,14 @@ func (b *Batcher) flush(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.FlushTimeout)
 	defer cancel()
 	start := time.Now()
-	err := b.write(ctx, batch)
+	unchanged, err := b.write(ctx, batch)
+	took := time.Since(start)
+	if b.cfg.Observer != nil {
+		b.cfg.Observer.Flushed(countEvents(batch), unchanged, took, err)
+	}
 	if b.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
-		b.cfg.Logger.Debug("flush", "requests", len(batch), "events", countEvents(batch),
-			"duration_ms", float64(time.Since(start).Microseconds())/1000, "waited_ms",
+		b.cfg.Logger.Debug("flush", "requests", len(batch), "events", countEvents(batch), "unchanged", unchanged,
+			"duration_ms", float64(took.Microseconds())/1000, "waited_ms",
 			float64(start.Sub(batch[0].queued).Microseconds())/1000, "error", err)
 	}
 	if errors.Is(err, event.ErrUnstorable) && len(batch) > 1 {
@@ -277,7 +309,7 @@ func (b *Batcher) flush(batch []*request) {
 
 // write writes the batch's events, retrying failures that may pass (a dropped connection, a
 // deadlock) while some request in the batch still waits for its answer.
-func (b *Batcher) write(ctx context.Context, batch []*request) error {
+func (b *Batcher) write(ctx context.Context, batch []*request) (unchanged int, err error) {
 	events := batch[0].events
 	if len(batch) > 1 {
 		events = make([]event.Event, 0, countEvents(batch))
@@ -287,15 +319,15 @@ func (b *Batcher) write(ctx context.Context, batch []*request) error {
 	}
 	backoff := 20 * time.Millisecond
 	for {
-		err := b.w.Write(ctx, events)
+		unchanged, err := b.w.Write(ctx, events)
 		if err == nil || errors.Is(err, event.ErrUnstorable) || !anyWaiting(batch) {
-			return err
+			return unchanged, err
 		}
 		b.cfg.Logger.Warn("flush failed, retrying", "events", len(events), "error", err)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return err
+			return 0, err
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,13 +27,13 @@ type gatedStore struct {
 	events atomic.Int64
 }
 
-func (g *gatedStore) Write(ctx context.Context, events []event.Event) error {
+func (g *gatedStore) Write(ctx context.Context, events []event.Event) (int, error) {
 	g.writes.Add(1)
 	g.events.Add(int64(len(events)))
 	select {
 	case <-g.gate:
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", event.ErrUnavailable, ctx.Err())
+		return 0, fmt.Errorf("%w: %w", event.ErrUnavailable, ctx.Err())
 	}
 	return g.Store.Write(ctx, events)
 }
@@ -236,6 +237,9 @@ func TestMemoryBoundRefusesAtOnce(t *testing.T) {
 	done := make(chan []error)
 	go func() { done <- submitAll(t, b, "m", 10, context.Background()) }()
 	waitFor(t, "the budget to fill", func() bool { p, _ := b.Pending(); return p == 10 })
+	if err := b.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "MAX_PENDING_EVENTS") {
+		t.Errorf("Ready with a full budget = %v, want an error naming MAX_PENDING_EVENTS", err)
+	}
 
 	start := time.Now()
 	err := b.Submit(context.Background(), []event.Event{track(t, "over")})
@@ -256,6 +260,9 @@ func TestMemoryBoundRefusesAtOnce(t *testing.T) {
 		t.Errorf("rows = %d, want 10", got)
 	}
 	// Room again once the flush is done.
+	if err := b.Ready(context.Background()); err != nil {
+		t.Errorf("Ready after the flush: %v", err)
+	}
 	if err := b.Submit(context.Background(), []event.Event{track(t, "after")}); err != nil {
 		t.Errorf("Submit after the flush: %v", err)
 	}

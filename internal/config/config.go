@@ -51,6 +51,7 @@ type Config struct {
 	LogLevel         string
 	LogFormat        string
 	PprofAddr        string
+	MetricsAddr      string
 }
 
 // Setting describes one setting, for --help and the README.
@@ -81,6 +82,7 @@ func (c *Config) settings() []Setting {
 		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "on SIGTERM, how long to drain and answer accepted requests", (*durationValue)(&c.ShutdownTimeout)},
 		{"LOG_LEVEL", "log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"LOG_FORMAT", "log-format", "json or text", (*stringValue)(&c.LogFormat)},
+		{"METRICS_ADDR", "metrics-addr", "if set, serve /metrics on this address instead of LISTEN_ADDR", (*stringValue)(&c.MetricsAddr)},
 		{"PPROF_ADDR", "pprof-addr", "if set, serve Go's profiler (/debug/pprof/) on this address; keep it private", (*stringValue)(&c.PprofAddr)},
 	}
 }

@@ -26,6 +26,16 @@ type ReadinessChecker interface {
 	Ready(ctx context.Context) error
 }
 
+// Observer is told what the handlers did; metrics.Metrics satisfies it.
+type Observer interface {
+	// Answered is called once per request, with its route ("" when none matched).
+	Answered(path string, status int, took time.Duration)
+	// Accepted is called with the events of a request once they are committed.
+	Accepted(events []event.Event)
+	// Rejected is called with the number of events a request could not store, and why.
+	Rejected(reason string, n int)
+}
+
 // RetryAfterSeconds is what a 503 asks the sender to wait.
 const RetryAfterSeconds = "1"
 
@@ -45,6 +55,10 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now is the clock that stamps receivedAt; nil means time.Now.
 	Now func() time.Time
+	// Observer, if set, is told about every request.
+	Observer Observer
+	// Metrics, if set, is served at GET /metrics.
+	Metrics http.Handler
 }
 
 // Server holds the handlers' dependencies.
@@ -74,12 +88,18 @@ func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	if cfg.Observer != nil {
+		r.Use(s.observe)
+	}
 	r.Use(s.recoverJSON)
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, errorBody{Error: "no such endpoint"}) })
 	r.NoMethod(func(c *gin.Context) { abort(c, http.StatusMethodNotAllowed, errorBody{Error: "method not allowed"}) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", s.readyz)
+	if cfg.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(cfg.Metrics))
+	}
 	r.POST("/webhook", s.webhook)
 	s.trackingRoutes(r)
 	return r
@@ -114,6 +134,9 @@ func (s *Server) submit(c *gin.Context, events []event.Event, extra gin.H) {
 		s.fail(c, err)
 		return
 	}
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.Accepted(events)
+	}
 	if extra == nil {
 		// The answer to nearly every request: written without reflection.
 		c.Data(http.StatusOK, "application/json; charset=utf-8", fmt.Appendf(nil, `{"status":"ok","events":%d}`, len(events)))
@@ -126,8 +149,18 @@ func (s *Server) submit(c *gin.Context, events []event.Event, extra gin.H) {
 	c.JSON(http.StatusOK, body)
 }
 
+// eventsKey holds, in a request's context, how many events it carried, for the rejection count.
+const eventsKey = "segment-sink.events"
+
 // fail turns an error into the one HTTP answer it deserves.
 func (s *Server) fail(c *gin.Context, err error) {
+	if s.cfg.Observer != nil {
+		n := c.GetInt(eventsKey)
+		if n == 0 {
+			n = 1 // the request was refused before its events were counted
+		}
+		s.cfg.Observer.Rejected(rejectionReason(err), n)
+	}
 	var fe *fieldError
 	switch {
 	case errors.As(err, &fe):
@@ -164,6 +197,38 @@ func (s *Server) fail(c *gin.Context, err error) {
 		s.cfg.Logger.Error("request failed", "path", c.FullPath(), "error", err)
 		abort(c, http.StatusInternalServerError, errorBody{Error: "internal error"})
 	}
+}
+
+// rejectionReason names, for the metrics, why a request's events were not stored.
+func rejectionReason(err error) string {
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe), errors.Is(err, errBadBody):
+		return "invalid"
+	case errors.Is(err, errUnauthorized):
+		return "unauthorized"
+	case errors.Is(err, errTooLarge):
+		return "too_large"
+	case errors.Is(err, event.ErrUnstorable):
+		return "unstorable"
+	case errors.Is(err, event.ErrOverloaded):
+		return "overloaded"
+	case errors.Is(err, event.ErrClosed):
+		return "shutting_down"
+	case errors.Is(err, event.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return "unavailable"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	default:
+		return "internal"
+	}
+}
+
+// observe reports every answered request to the Observer.
+func (s *Server) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	s.cfg.Observer.Answered(c.FullPath(), c.Writer.Status(), time.Since(start))
 }
 
 // recoverJSON answers a panic with a 500 JSON body instead of a dropped connection.

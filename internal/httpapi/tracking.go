@@ -113,6 +113,7 @@ func (s *Server) trackBatch(c *gin.Context) {
 		return
 	}
 
+	c.Set(eventsKey, len(envelope.Batch))
 	opts := event.Options{Now: s.cfg.Now(), Collect: true, Batch: shared}
 	events := make([]event.Event, 0, len(envelope.Batch))
 	var rejected []rejection
@@ -133,14 +134,21 @@ func (s *Server) trackBatch(c *gin.Context) {
 		events = append(events, e)
 	}
 	if len(events) == 0 {
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Rejected("invalid", len(rejected))
+		}
 		first := rejected[0]
 		c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{
 			"error": "no valid event in the batch: " + first.Error, "field": first.Field, "index": first.Index, "rejected": rejected,
 		})
 		return
 	}
+	c.Set(eventsKey, len(events)) // the invalid ones are counted already
 	var extra gin.H
 	if len(rejected) > 0 {
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Rejected("invalid", len(rejected))
+		}
 		s.cfg.Logger.Info("batch events rejected", "rejected", len(rejected), "accepted", len(events), "first", rejected[0].Error)
 		extra = gin.H{"rejected": rejected}
 	}

@@ -44,6 +44,7 @@ func (s *Server) webhook(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	c.Set(eventsKey, len(raws))
 	now := s.cfg.Now()
 	events := make([]event.Event, len(raws))
 	for i, raw := range raws {

@@ -22,8 +22,9 @@ var columnTypes = map[string]string{
 
 // writeArrays writes the rows in one round trip: one upsert per table, each reading its rows
 // from array parameters with unnest, all in one pipelined batch, which PostgreSQL runs as one
-// implicit transaction. Rows arrive sorted by type (collapse sorts them).
-func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) error {
+// implicit transaction. Rows arrive sorted by type (collapse sorts them). It returns the rows
+// inserted or changed.
+func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) (changed int64, err error) {
 	batch := &pgx.Batch{}
 	var tables []event.Type
 	for start := 0; start < len(rows); {
@@ -38,12 +39,14 @@ func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) error {
 	}
 	results := s.pool.SendBatch(ctx, batch)
 	for _, t := range tables {
-		if _, err := results.Exec(); err != nil {
+		tag, err := results.Exec()
+		if err != nil {
 			results.Close()
-			return fmt.Errorf("upsert %s: %w", t.Table(), err)
+			return 0, fmt.Errorf("upsert %s: %w", t.Table(), err)
 		}
+		changed += tag.RowsAffected()
 	}
-	return results.Close()
+	return changed, results.Close()
 }
 
 // arrays turns rows of one type into one array per column of its table.

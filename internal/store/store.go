@@ -219,24 +219,33 @@ WHERE (%s) IS DISTINCT FROM (%s)`,
 
 // Write stores events in one transaction: every event is committed, or none is. Events with the
 // same type and messageId are collapsed first, the last one winning, because one statement may
-// not upsert the same row twice. An error wraps event.ErrUnstorable when PostgreSQL refused the
-// data itself (retrying the same events fails again), and event.ErrUnavailable otherwise.
-func (s *Store) Write(ctx context.Context, events []event.Event) error {
+// not upsert the same row twice. It returns how many events left the database unchanged
+// (redeliveries, in this flush or of stored rows). An error wraps event.ErrUnstorable when
+// PostgreSQL refused the data itself (retrying the same events fails again), and
+// event.ErrUnavailable otherwise.
+func (s *Store) Write(ctx context.Context, events []event.Event) (unchanged int, err error) {
 	rows := collapse(events)
+	var changed int64
 	if len(rows) < s.copyFrom {
-		return classify(s.writeArrays(ctx, rows))
+		changed, err = s.writeArrays(ctx, rows)
+	} else {
+		changed, err = s.writeCopy(ctx, rows)
 	}
-	return classify(s.writeCopy(ctx, rows))
+	if err != nil {
+		return 0, classify(err)
+	}
+	return len(events) - int(changed), nil
 }
 
 // writeCopy streams the rows with a binary COPY into the connection's staging table, then moves
-// them into each table with one upsert per table, in one transaction.
-func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) error {
+// them into each table with one upsert per table, in one transaction. It returns the rows
+// inserted or changed.
+func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) (changed int64, err error) {
 	var present [event.Alias + 1]bool
 	for _, e := range rows {
 		present[e.Type] = true
 	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, stageColumns, &stageRows{rows: rows}); err != nil {
 			return fmt.Errorf("copy into staging table: %w", err)
 		}
@@ -251,13 +260,16 @@ func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) error {
 			if !present[t] {
 				continue
 			}
-			if _, err := results.Exec(); err != nil {
+			tag, err := results.Exec()
+			if err != nil {
 				results.Close()
 				return fmt.Errorf("upsert %s: %w", t.Table(), err)
 			}
+			changed += tag.RowsAffected()
 		}
 		return results.Close()
 	})
+	return changed, err
 }
 
 // collapse returns the events sorted by type and messageId, keeping only the last of each

@@ -91,7 +91,7 @@ func TestWriteEveryTypeIntoItsTable(t *testing.T) {
 			decode(t, `{"type":"group","messageId":"g1","userId":"u1","groupId":"acme","traits":{"employees":10}}`),
 			decode(t, `{"type":"alias","messageId":"al1","userId":"u1","previousId":"a1"}`),
 		}
-		if err := s.Write(context.Background(), events); err != nil {
+		if _, err := s.Write(context.Background(), events); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 
@@ -143,7 +143,7 @@ func TestWriteCollapsesDuplicatesInOneBatchLastWins(t *testing.T) {
 			decode(t, `{"type":"page","messageId":"m","userId":"u"}`), // same id, other table: its own row
 			decode(t, `{"type":"track","messageId":"n","userId":"u","event":"Other"}`),
 		}
-		if err := s.Write(context.Background(), events); err != nil {
+		if _, err := s.Write(context.Background(), events); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 		if got := count(t, conn, `SELECT count(*) FROM tracks WHERE message_id = 'm' AND event = 'Second'`); got != 1 {
@@ -163,7 +163,7 @@ func TestRedeliveryDoesNotRewriteButChangeDoes(t *testing.T) {
 	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
 		ctx := context.Background()
 		original := `{"type":"identify","messageId":"m","userId":"u","traits":{"a":1}}`
-		if err := s.Write(ctx, []event.Event{decode(t, original)}); err != nil {
+		if _, err := s.Write(ctx, []event.Event{decode(t, original)}); err != nil {
 			t.Fatal(err)
 		}
 		loadedAt := func() (time.Time, int64) {
@@ -182,14 +182,14 @@ func TestRedeliveryDoesNotRewriteButChangeDoes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Write(ctx, []event.Event{retry}); err != nil {
+		if _, err := s.Write(ctx, []event.Event{retry}); err != nil {
 			t.Fatal(err)
 		}
 		if at2, x2 := loadedAt(); !at2.Equal(at1) || x2 != x1 {
 			t.Errorf("identical redelivery rewrote the row: loaded_at %s -> %s, xmin %d -> %d", at1, at2, x1, x2)
 		}
 
-		if err := s.Write(ctx, []event.Event{decode(t, `{"type":"identify","messageId":"m","userId":"u","traits":{"a":2}}`)}); err != nil {
+		if _, err := s.Write(ctx, []event.Event{decode(t, `{"type":"identify","messageId":"m","userId":"u","traits":{"a":2}}`)}); err != nil {
 			t.Fatal(err)
 		}
 		if got := count(t, conn, `SELECT count(*) FROM identifies WHERE message_id = 'm' AND traits->>'a' = '2'`); got != 1 {
@@ -197,6 +197,28 @@ func TestRedeliveryDoesNotRewriteButChangeDoes(t *testing.T) {
 		}
 		if _, x3 := loadedAt(); x3 == x1 {
 			t.Errorf("a changed redelivery left xmin at %d", x3)
+		}
+	})
+}
+
+func TestWriteCountsUnchangedEvents(t *testing.T) {
+	t.Parallel()
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		ctx := context.Background()
+		a := decode(t, `{"type":"track","messageId":"a","userId":"u","event":"E"}`)
+		b := decode(t, `{"type":"page","messageId":"b","userId":"u"}`)
+		if n, err := s.Write(ctx, []event.Event{a, b}); err != nil || n != 0 {
+			t.Fatalf("first write: %d unchanged, %v; want 0", n, err)
+		}
+		changed := decode(t, `{"type":"page","messageId":"b","userId":"u","name":"Now named"}`)
+		fresh := decode(t, `{"type":"identify","messageId":"c","userId":"u"}`)
+		// a again (unchanged), a twice in the flush (collapsed), b changed, c new.
+		n, err := s.Write(ctx, []event.Event{a, a, changed, fresh})
+		if err != nil || n != 2 {
+			t.Errorf("second write: %d unchanged, %v; want 2 (both copies of a)", n, err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM pages WHERE message_id = 'b' AND name = 'Now named'`); got != 1 {
+			t.Errorf("the changed event was not written")
 		}
 	})
 }
@@ -216,7 +238,8 @@ func TestConcurrentWritesOfTheSameMessagesNeitherFailNorDuplicate(t *testing.T) 
 					id := (i*(w+1) + w) % ids
 					events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E"}`, id)))
 				}
-				errs <- s.Write(context.Background(), events)
+				_, err := s.Write(context.Background(), events)
+				errs <- err
 			})
 		}
 		wg.Wait()
@@ -241,7 +264,7 @@ func TestWriteClassifiesErrors(t *testing.T) {
 		bad := decode(t, `{"type":"track","messageId":"bad","userId":"u","event":"E"}`)
 		bad.Properties = json.RawMessage(`{"k":"\u0000"}`)
 		good := decode(t, `{"type":"track","messageId":"good","userId":"u","event":"E"}`)
-		err := s.Write(ctx, []event.Event{good, bad})
+		_, err := s.Write(ctx, []event.Event{good, bad})
 		if !errors.Is(err, event.ErrUnstorable) {
 			t.Errorf("Write with NUL in jsonb: %v, want ErrUnstorable", err)
 		}
@@ -250,7 +273,7 @@ func TestWriteClassifiesErrors(t *testing.T) {
 		}
 
 		// The connection is still usable after the failure: the staging table was left empty.
-		if err := s.Write(ctx, []event.Event{good}); err != nil {
+		if _, err := s.Write(ctx, []event.Event{good}); err != nil {
 			t.Fatalf("Write after a failure: %v", err)
 		}
 		if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 1 {
@@ -259,7 +282,7 @@ func TestWriteClassifiesErrors(t *testing.T) {
 
 		canceled, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := s.Write(canceled, []event.Event{good}); !errors.Is(err, event.ErrUnavailable) {
+		if _, err := s.Write(canceled, []event.Event{good}); !errors.Is(err, event.ErrUnavailable) {
 			t.Errorf("Write with a canceled context: %v, want ErrUnavailable", err)
 		}
 	})
