@@ -154,12 +154,17 @@ const eventsKey = "segment-sink.events"
 
 // fail turns an error into the one HTTP answer it deserves.
 func (s *Server) fail(c *gin.Context, err error) {
+	reason := rejectionReason(err)
 	if s.cfg.Observer != nil {
 		n := c.GetInt(eventsKey)
 		if n == 0 {
 			n = 1 // the request was refused before its events were counted
 		}
-		s.cfg.Observer.Rejected(rejectionReason(err), n)
+		s.cfg.Observer.Rejected(reason, n)
+	}
+	if s.cfg.Logger.Enabled(c.Request.Context(), slog.LevelDebug) {
+		// Client mistakes are the client's to fix: logged at debug, without the body.
+		s.cfg.Logger.Debug("request refused", "path", c.FullPath(), "reason", reason, "error", err.Error())
 	}
 	var fe *fieldError
 	switch {
