@@ -8,7 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Options say where an event came from, which changes a few rules. The zero value with Now set
@@ -193,7 +196,11 @@ func split(raw []byte) (*fields, error) {
 		}
 	}
 	if err != nil {
-		return nil, &FieldError{Reason: "invalid JSON: " + err.Error()}
+		fe := &FieldError{Reason: "invalid JSON: " + err.Error()}
+		if s.key != nil {
+			fe.Field = member{key: s.key}.name() // the top-level field it happened in
+		}
+		return nil, fe
 	}
 	if textFound {
 		return nil, &FieldError{Field: textField, Reason: s.text}
@@ -242,9 +249,9 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 		}
 	}
 
-	e.MessageID = d.str(fMessageID)
-	e.UserID = d.str(fUserID)
-	e.AnonymousID = d.str(fAnonymousID)
+	e.MessageID = d.id(fMessageID, MaxMessageIDLength)
+	e.UserID = d.id(fUserID, MaxIDBytes)
+	e.AnonymousID = d.id(fAnonymousID, MaxIDBytes)
 	e.Timestamp = d.time(fTimestamp)
 	e.OriginalTimestamp = d.time(fOriginalTimestamp)
 	e.SentAt = d.time(fSentAt)
@@ -254,6 +261,7 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 	switch e.Type {
 	case Track:
 		e.Event = d.required(fEvent)
+		d.maxBytes(fEvent, e.Event, MaxIDBytes)
 		e.Properties = d.object(fProperties)
 	case Identify:
 		e.Traits = d.object(fTraits)
@@ -263,9 +271,11 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 		e.Properties = d.object(fProperties)
 	case Group:
 		e.GroupID = d.required(fGroupID)
+		d.maxBytes(fGroupID, e.GroupID, MaxIDBytes)
 		e.Traits = d.object(fTraits)
 	case Alias:
 		e.PreviousID = d.required(fPreviousID)
+		d.maxBytes(fPreviousID, e.PreviousID, MaxIDBytes)
 		if d.err == nil && e.UserID == "" {
 			d.fail(fUserID, "is required")
 		}
@@ -484,6 +494,33 @@ func (d *decoder) str(i int) string {
 	return s
 }
 
+// Limits on the fields that are indexed: a btree entry over ~2.7 kB fails the insert.
+const (
+	// MaxMessageIDLength is Segment's own cap on messageId, in characters.
+	MaxMessageIDLength = 100
+	// MaxIDBytes caps userId, anonymousId, groupId, previousId and a track's event name.
+	MaxIDBytes = 1024
+)
+
+// id reads an id field, at most max characters long (bytes for MaxIDBytes).
+func (d *decoder) id(i int, max int) string {
+	s := d.str(i)
+	if i == fMessageID {
+		if utf8.RuneCountInString(s) > max {
+			d.fail(i, "is longer than "+strconv.Itoa(max)+" characters")
+		}
+		return s
+	}
+	d.maxBytes(i, s, max)
+	return s
+}
+
+func (d *decoder) maxBytes(i int, s string, max int) {
+	if len(s) > max {
+		d.fail(i, "is longer than "+strconv.Itoa(max)+" bytes")
+	}
+}
+
 func (d *decoder) required(i int) string {
 	s := d.str(i)
 	if s == "" {
@@ -514,8 +551,19 @@ func (d *decoder) time(i int) time.Time {
 }
 
 // ParseTime parses an ISO 8601 date-time with a time zone: RFC 3339 with any fraction of a second
-// and a Z or ±hh:mm offset, or the ±hhmm offset some clients send.
+// and a Z or ±hh:mm offset, or the ±hhmm offset some clients send. As RFC 3339 allows, the
+// separator may be a lowercase t or a space, and the zone a lowercase z.
 func ParseTime(s string) (time.Time, bool) {
+	if len(s) > 10 && (s[10] == 't' || s[10] == ' ') || strings.HasSuffix(s, "z") {
+		b := []byte(s)
+		if b[10] == 't' || b[10] == ' ' {
+			b[10] = 'T'
+		}
+		if b[len(b)-1] == 'z' {
+			b[len(b)-1] = 'Z'
+		}
+		s = string(b)
+	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, true
 	}

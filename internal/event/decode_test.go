@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -375,4 +376,66 @@ func TestDecodeWithTrackingAPIRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestDecodeEdges(t *testing.T) {
+	t.Parallel()
+	long := func(n int) string { return strings.Repeat("x", n) }
+	// n nested objects; the event itself is the first level.
+	nest := func(n int) string { return strings.Repeat(`{"a":`, n) + `1` + strings.Repeat(`}`, n) }
+	tests := []struct {
+		name   string
+		raw    string
+		field  string // "" with ok: accepted
+		reason string
+		ok     bool
+	}{
+		{name: "numbers beyond float64 and int64 are kept", raw: `{"type":"track","userId":"u","event":"e","properties":{"big":1e400,"int":123456789012345678901234567890}}`, ok: true},
+		{name: "the largest number PostgreSQL holds", raw: `{"type":"track","userId":"u","event":"e","properties":{"n":9.9e131071,"m":-1e-16383}}`, ok: true},
+		{name: "a number too large for PostgreSQL", raw: `{"type":"track","userId":"u","event":"e","properties":{"n":1e131072}}`, field: "properties", reason: "too large or too precise"},
+		{name: "a number too precise for PostgreSQL", raw: `{"type":"track","userId":"u","event":"e","properties":{"n":1.5e-16383}}`, field: "properties", reason: "too large or too precise"},
+		{name: "too many fraction digits", raw: `{"type":"track","userId":"u","event":"e","properties":{"n":0.` + strings.Repeat("1", maxNumericScale+1) + `}}`, field: "properties", reason: "too large or too precise"},
+		{name: "a huge exponent", raw: `{"type":"track","userId":"u","event":"e","properties":{"n":1e99999999999999999999}}`, field: "properties", reason: "too large or too precise"},
+		{name: "nesting up to the limit", raw: `{"type":"track","userId":"u","event":"e","properties":` + nest(MaxDepth-1) + `}`, ok: true},
+		{name: "nesting past the limit names the field", raw: `{"type":"track","userId":"u","event":"e","properties":` + nest(MaxDepth) + `}`, field: "properties", reason: "nested deeper than 64"},
+		{name: "messageId at Segment's cap", raw: `{"type":"track","userId":"u","event":"e","messageId":"` + long(100) + `"}`, ok: true},
+		{name: "messageId past Segment's cap", raw: `{"type":"track","userId":"u","event":"e","messageId":"` + long(101) + `"}`, field: "messageId", reason: "longer than 100 characters"},
+		{name: "userId too long to index", raw: `{"type":"track","userId":"` + long(1025) + `","event":"e"}`, field: "userId", reason: "longer than 1024 bytes"},
+		{name: "event name too long to index", raw: `{"type":"track","userId":"u","event":"` + long(1025) + `"}`, field: "event", reason: "longer than 1024 bytes"},
+		{name: "a long string in properties is fine", raw: `{"type":"track","userId":"u","event":"e","properties":{"s":"` + long(100000) + `"}}`, ok: true},
+		{name: "duplicate keys: the last wins", raw: `{"type":"track","userId":"first","event":"e","userId":"last"}`, ok: true},
+		{name: "lowercase t and z", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-05-01t10:00:00.5z"}`, ok: true},
+		{name: "space separator", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-05-01 10:00:00+02:00"}`, ok: true},
+		{name: "a date without a time", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-05-01"}`, field: "timestamp", reason: "ISO 8601"},
+		{name: "February 30th", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-02-30T00:00:00Z"}`, field: "timestamp", reason: "ISO 8601"},
+		{name: "a Unix time", raw: `{"type":"track","userId":"u","event":"e","timestamp":"1714557600"}`, field: "timestamp", reason: "ISO 8601"},
+		{name: "many keys", raw: `{"type":"track","userId":"u","event":"e","properties":{` + manyKeys(20000) + `}}`, ok: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e, err := Decode([]byte(tt.raw), now)
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				if tt.name == "duplicate keys: the last wins" && e.UserID != "last" {
+					t.Errorf("userId = %q, want the last one", e.UserID)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.field || !strings.Contains(fe.Reason, tt.reason) {
+				t.Errorf("Decode = %v, want field %q and a reason containing %q", err, tt.field, tt.reason)
+			}
+		})
+	}
+}
+
+func manyKeys(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = `"k` + strconv.Itoa(i) + `":` + strconv.Itoa(i)
+	}
+	return strings.Join(parts, ",")
 }

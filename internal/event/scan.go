@@ -9,6 +9,15 @@ import (
 // ten; the limit keeps a hostile body from costing the sink or PostgreSQL's jsonb parser much.
 const MaxDepth = 64
 
+// PostgreSQL's numeric, which jsonb stores numbers in, holds at most this many digits before the
+// decimal point and after it. A number past either would fail its whole flush, so it is refused
+// up front (measured on PostgreSQL 15: 1e131071 and 1e-16383 are stored, 1e131072 and 1e-16384
+// are not).
+const (
+	maxNumericWeight = 131072
+	maxNumericScale  = 16383
+)
+
 // scanner validates JSON in one pass over the bytes, with no allocation: the syntax (RFC 8259),
 // and the text PostgreSQL cannot store (\u0000, lone UTF-16 surrogates, invalid UTF-8). It is
 // the decoder's hot path; encoding/json would need four passes (validate, decode, then the text
@@ -16,6 +25,8 @@ const MaxDepth = 64
 type scanner struct {
 	data []byte
 	pos  int
+	// key is the raw key of the top-level member being scanned, to name it in errors.
+	key []byte
 	// text is set, and scanning goes on, when a string holds text PostgreSQL cannot store, so
 	// that the caller can name the field that holds it.
 	text string
@@ -65,6 +76,9 @@ func (s *scanner) object(depth int, member func(key []byte, escaped bool, value 
 			return err
 		}
 		key := s.data[keyStart:s.pos]
+		if depth == 1 {
+			s.key = key
+		}
 		s.skipSpace()
 		if s.pos >= len(s.data) || s.data[s.pos] != ':' {
 			return s.fail("expected ':' after an object key")
@@ -77,6 +91,9 @@ func (s *scanner) object(depth int, member func(key []byte, escaped bool, value 
 		}
 		if member != nil {
 			member(key, escaped, s.data[valueStart:s.pos])
+		}
+		if depth == 1 {
+			s.key = nil // between members, an error is in no field
 		}
 		s.skipSpace()
 		if s.pos >= len(s.data) {
@@ -164,33 +181,48 @@ func (s *scanner) literal(word string) error {
 	return nil
 }
 
-// number scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// number scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? and notes a number PostgreSQL's
+// numeric cannot hold. Numbers beyond float64 or int64 are fine: jsonb keeps them exactly.
 func (s *scanner) number() error {
 	if s.data[s.pos] == '-' {
 		s.pos++
 	}
+	intDigits, fracDigits := 0, 0
 	switch {
 	case s.pos < len(s.data) && s.data[s.pos] == '0':
 		s.pos++
 	case s.pos < len(s.data) && s.data[s.pos] >= '1' && s.data[s.pos] <= '9':
-		s.digits()
+		intDigits = s.digits()
 	default:
 		return s.fail("invalid number")
 	}
 	if s.pos < len(s.data) && s.data[s.pos] == '.' {
 		s.pos++
-		if s.digits() == 0 {
+		if fracDigits = s.digits(); fracDigits == 0 {
 			return s.fail("invalid number: no digit after the decimal point")
 		}
 	}
+	exp := 0
 	if s.pos < len(s.data) && (s.data[s.pos] == 'e' || s.data[s.pos] == 'E') {
 		s.pos++
+		sign := 1
 		if s.pos < len(s.data) && (s.data[s.pos] == '+' || s.data[s.pos] == '-') {
+			if s.data[s.pos] == '-' {
+				sign = -1
+			}
 			s.pos++
 		}
+		start := s.pos
 		if s.digits() == 0 {
 			return s.fail("invalid number: no digit in the exponent")
 		}
+		for _, c := range s.data[start:s.pos] {
+			exp = min(exp*10+int(c-'0'), 10*maxNumericWeight) // clamped: only the bounds matter
+		}
+		exp *= sign
+	}
+	if intDigits+exp > maxNumericWeight || fracDigits-exp > maxNumericScale {
+		s.noteText("holds a number too large or too precise for PostgreSQL's numeric")
 	}
 	return nil
 }

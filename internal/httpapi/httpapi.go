@@ -180,6 +180,8 @@ func (s *Server) fail(c *gin.Context, err error) {
 		abort(c, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
 	case errors.Is(err, errBadBody):
 		abort(c, http.StatusBadRequest, errorBody{Error: err.Error()})
+	case errors.Is(err, errMediaType):
+		abort(c, http.StatusUnsupportedMediaType, errorBody{Error: err.Error()})
 	case errors.Is(err, event.ErrUnstorable):
 		// Validation let through something PostgreSQL refuses. Retrying cannot help, so the
 		// sender must not retry: 400, and the detail in the log.
@@ -208,7 +210,7 @@ func (s *Server) fail(c *gin.Context, err error) {
 func rejectionReason(err error) string {
 	var fe *fieldError
 	switch {
-	case errors.As(err, &fe), errors.Is(err, errBadBody):
+	case errors.As(err, &fe), errors.Is(err, errBadBody), errors.Is(err, errMediaType):
 		return "invalid"
 	case errors.Is(err, errUnauthorized):
 		return "unauthorized"

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -22,6 +23,7 @@ var (
 	errUnauthorized = errors.New("unauthorized")
 	errTooLarge     = errors.New("request body too large")
 	errBadBody      = errors.New("bad request body")
+	errMediaType    = errors.New("unsupported Content-Type")
 )
 
 // fieldError is an invalid event, with its position in an array body (-1 for a lone event).
@@ -92,8 +94,18 @@ func withIndex(err error, index int) error {
 	return &fieldError{FieldError: fe, index: index}
 }
 
-// readLimited reads the whole body, refusing one over limit bytes as soon as it is known to be.
+// readLimited reads the whole body, refusing one over limit bytes as soon as it is known to be,
+// and one whose Content-Type says it is not JSON. Missing, application/json and text/plain
+// (what browsers' sendBeacon sends) are taken as JSON.
 func readLimited(c *gin.Context, limit int64) ([]byte, error) {
+	if ct := c.GetHeader("Content-Type"); ct != "" {
+		mt, _, _ := strings.Cut(ct, ";")
+		switch strings.ToLower(strings.TrimSpace(mt)) {
+		case "application/json", "text/plain":
+		default:
+			return nil, fmt.Errorf("%w %q: send application/json", errMediaType, mt)
+		}
+	}
 	if c.Request.ContentLength > limit {
 		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
 	}
