@@ -176,7 +176,7 @@ func TestComposeFileWiresPostgresAndTheSink(t *testing.T) {
 	}
 	var compose struct {
 		Services map[string]struct {
-			Image       string            `yaml:"image"`
+			Image       string `yaml:"image"`
 			Build       struct{ Context, Dockerfile string }
 			Environment map[string]string `yaml:"environment"`
 			Volumes     []string          `yaml:"volumes"`

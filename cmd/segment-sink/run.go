@@ -28,6 +28,10 @@ Usage:
   segment-sink [serve] [flags]          run the HTTP receiver (the default command)
   segment-sink migrate up|down|status [flags]
                                         apply all migrations, roll back the latest one, or list them
+  segment-sink rejected list [--all] [--limit N] [flags]
+                                        show refused requests kept in quarantine (rejected_events)
+  segment-sink rejected replay [--id N,...] [--url URL] [flags]
+                                        send them again to a running sink, after a fix
   segment-sink healthcheck [flags]      exit 0 if the sink at LISTEN_ADDR answers /healthz (for Docker)
   segment-sink help                     show this text
 
@@ -56,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, args, getenv, stdout)
 	case "healthcheck":
 		return healthcheck(ctx, args, getenv, stdout)
+	case "rejected":
+		return rejected(ctx, args, getenv, stdout)
 	case "help":
 		usage(stdout)
 		return flag.ErrHelp
@@ -192,6 +198,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		AckTimeout:   cfg.AckTimeout,
 		Logger:       log,
 		Observer:     m,
+		Quarantine:   s,
+	}
+	if cfg.RejectedRetention > 0 {
+		stopPruning := pruneRejected(s, cfg.RejectedRetention, log)
+		defer stopPruning()
 	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.Metrics = metrics.Handler(reg)
@@ -278,6 +289,32 @@ func serveSide(setting, addr string, h http.Handler, log *slog.Logger) (stop fun
 	go srv.Serve(ln)
 	log.Info("side server listening", "setting", setting, "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// pruneRejected deletes expired quarantined requests now and every hour, until stopped.
+func pruneRejected(s *store.Store, retention time.Duration, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Hour)
+		defer tick.Stop()
+		for {
+			n, err := s.PruneRejected(ctx, retention)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("pruning rejected events failed", "error", err)
+			case n > 0:
+				log.Info("pruned rejected events", "deleted", n, "retention", retention.String())
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // readiness is ready when every check is.

@@ -16,42 +16,44 @@ import (
 
 // Defaults of the settings.
 const (
-	DefaultListenAddr       = ":8080"
-	DefaultBatchMaxEvents   = 2000
-	DefaultBatchMaxWait     = 0
-	DefaultFlushWorkers     = 2
-	DefaultMaxPendingEvents = 50_000
-	DefaultMaxPendingBytes  = 64 << 20
-	DefaultAckTimeout       = 3 * time.Second
-	DefaultMaxBodyBytes     = 16 << 20
-	DefaultShutdownTimeout  = 15 * time.Second
-	DefaultLogLevel         = "info"
-	DefaultLogFormat        = "json"
+	DefaultListenAddr        = ":8080"
+	DefaultBatchMaxEvents    = 2000
+	DefaultBatchMaxWait      = 0
+	DefaultFlushWorkers      = 2
+	DefaultMaxPendingEvents  = 50_000
+	DefaultMaxPendingBytes   = 64 << 20
+	DefaultAckTimeout        = 3 * time.Second
+	DefaultRejectedRetention = 7 * 24 * time.Hour
+	DefaultMaxBodyBytes      = 16 << 20
+	DefaultShutdownTimeout   = 15 * time.Second
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "json"
 	// SegmentTimeout is how long Segment waits for an answer before it retries.
 	SegmentTimeout = 5 * time.Second
 )
 
 // Config is every setting of the sink.
 type Config struct {
-	DatabaseURL      string
-	ListenAddr       string
-	SharedSecrets    []string
-	WriteKeys        []string
-	TrackingOpen     bool
-	BatchMaxEvents   int
-	BatchMaxWait     time.Duration
-	FlushWorkers     int
-	MaxPendingEvents int
-	MaxPendingBytes  int64
-	AckTimeout       time.Duration
-	MaxBodyBytes     int64
-	DBMaxConns       int
-	AutoMigrate      bool
-	ShutdownTimeout  time.Duration
-	LogLevel         string
-	LogFormat        string
-	PprofAddr        string
-	MetricsAddr      string
+	DatabaseURL       string
+	ListenAddr        string
+	SharedSecrets     []string
+	WriteKeys         []string
+	TrackingOpen      bool
+	BatchMaxEvents    int
+	BatchMaxWait      time.Duration
+	FlushWorkers      int
+	MaxPendingEvents  int
+	MaxPendingBytes   int64
+	AckTimeout        time.Duration
+	MaxBodyBytes      int64
+	DBMaxConns        int
+	AutoMigrate       bool
+	ShutdownTimeout   time.Duration
+	LogLevel          string
+	LogFormat         string
+	PprofAddr         string
+	MetricsAddr       string
+	RejectedRetention time.Duration
 }
 
 // Setting describes one setting, for --help and the README.
@@ -82,6 +84,7 @@ func (c *Config) settings() []Setting {
 		{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "on SIGTERM, how long to drain and answer accepted requests", (*durationValue)(&c.ShutdownTimeout)},
 		{"LOG_LEVEL", "log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"LOG_FORMAT", "log-format", "json or text", (*stringValue)(&c.LogFormat)},
+		{"REJECTED_RETENTION", "rejected-retention", "how long refused requests are kept in rejected_events (quarantine); 0 keeps them", (*durationValue)(&c.RejectedRetention)},
 		{"METRICS_ADDR", "metrics-addr", "if set, serve /metrics on this address instead of LISTEN_ADDR", (*stringValue)(&c.MetricsAddr)},
 		{"PPROF_ADDR", "pprof-addr", "if set, serve Go's profiler (/debug/pprof/) on this address; keep it private", (*stringValue)(&c.PprofAddr)},
 	}
@@ -90,18 +93,19 @@ func (c *Config) settings() []Setting {
 // Defaults returns the configuration before any variable or flag is read.
 func Defaults() Config {
 	return Config{
-		ListenAddr:       DefaultListenAddr,
-		BatchMaxEvents:   DefaultBatchMaxEvents,
-		BatchMaxWait:     DefaultBatchMaxWait,
-		FlushWorkers:     DefaultFlushWorkers,
-		MaxPendingEvents: DefaultMaxPendingEvents,
-		MaxPendingBytes:  DefaultMaxPendingBytes,
-		AckTimeout:       DefaultAckTimeout,
-		MaxBodyBytes:     DefaultMaxBodyBytes,
-		AutoMigrate:      true,
-		ShutdownTimeout:  DefaultShutdownTimeout,
-		LogLevel:         DefaultLogLevel,
-		LogFormat:        DefaultLogFormat,
+		ListenAddr:        DefaultListenAddr,
+		BatchMaxEvents:    DefaultBatchMaxEvents,
+		BatchMaxWait:      DefaultBatchMaxWait,
+		FlushWorkers:      DefaultFlushWorkers,
+		MaxPendingEvents:  DefaultMaxPendingEvents,
+		MaxPendingBytes:   DefaultMaxPendingBytes,
+		AckTimeout:        DefaultAckTimeout,
+		RejectedRetention: DefaultRejectedRetention,
+		MaxBodyBytes:      DefaultMaxBodyBytes,
+		AutoMigrate:       true,
+		ShutdownTimeout:   DefaultShutdownTimeout,
+		LogLevel:          DefaultLogLevel,
+		LogFormat:         DefaultLogFormat,
 	}
 }
 
@@ -113,11 +117,14 @@ func Settings() []Setting {
 
 // Load reads the environment through getenv, then the flags in args, which override it. It
 // returns the arguments left after the flags. With -h or --help it writes the usage to out and
-// returns flag.ErrHelp.
-func Load(args []string, getenv func(string) string, name string, out io.Writer) (Config, []string, error) {
+// returns flag.ErrHelp. extra may add a command's own flags.
+func Load(args []string, getenv func(string) string, name string, out io.Writer, extra ...func(*flag.FlagSet)) (Config, []string, error) {
 	c := Defaults()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	for _, add := range extra {
+		add(fs)
+	}
 	for _, s := range c.settings() {
 		if v := getenv(s.Env); v != "" {
 			if err := s.value.Set(v); err != nil {
@@ -180,6 +187,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.SlogLevel(); err != nil {
 		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.RejectedRetention < 0 {
+		bad("REJECTED_RETENTION", "must not be negative, got %s", c.RejectedRetention)
 	}
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad("LOG_FORMAT", "must be json or text, got %q", c.LogFormat)

@@ -109,3 +109,17 @@ func (e *FieldError) Error() string {
 	}
 	return e.Field + ": " + e.Reason
 }
+
+// Rejection is a refused request (or one refused event of a batch) kept in quarantine: the
+// bytes as received, where they were sent, and why they were refused.
+type Rejection struct {
+	ReceivedAt  time.Time
+	Path        string
+	Status      int
+	Reason      string
+	Error       string
+	Field       string
+	Index       int // the event's position in its request; -1 for none
+	ContentType string
+	Body        []byte
+}

@@ -26,6 +26,11 @@ type ReadinessChecker interface {
 	Ready(ctx context.Context) error
 }
 
+// Quarantiner keeps refused requests; the store satisfies it.
+type Quarantiner interface {
+	Quarantine(ctx context.Context, rejections []event.Rejection) error
+}
+
 // Observer is told what the handlers did; metrics.Metrics satisfies it.
 type Observer interface {
 	// Answered is called once per request, with its route ("" when none matched).
@@ -59,6 +64,8 @@ type Config struct {
 	Observer Observer
 	// Metrics, if set, is served at GET /metrics.
 	Metrics http.Handler
+	// Quarantine, if set, keeps what authenticated senders sent that was refused.
+	Quarantine Quarantiner
 }
 
 // Server holds the handlers' dependencies.
@@ -149,23 +156,26 @@ func (s *Server) submit(c *gin.Context, events []event.Event, extra gin.H) {
 	c.JSON(http.StatusOK, body)
 }
 
-// eventsKey holds, in a request's context, how many events it carried, for the rejection count.
-const eventsKey = "segment-sink.events"
+// Keys of what a handler leaves in the request's context for fail.
+const (
+	// eventsKey holds how many events the request carried, for the rejection count.
+	eventsKey = "segment-sink.events"
+	// bodyKey holds the request's body once its sender is authenticated: only then is a refused
+	// request kept in quarantine.
+	bodyKey = "segment-sink.body"
+)
 
-// fail turns an error into the one HTTP answer it deserves.
-func (s *Server) fail(c *gin.Context, err error) {
-	reason := rejectionReason(err)
-	if s.cfg.Observer != nil {
-		n := c.GetInt(eventsKey)
-		if n == 0 {
-			n = 1 // the request was refused before its events were counted
-		}
-		s.cfg.Observer.Rejected(reason, n)
-	}
-	if s.cfg.Logger.Enabled(c.Request.Context(), slog.LevelDebug) {
-		// Client mistakes are the client's to fix: logged at debug, without the body.
-		s.cfg.Logger.Debug("request refused", "path", c.FullPath(), "reason", reason, "error", err.Error())
-	}
+// answer is what a failed request is told, and how the refusal is counted and logged.
+type answer struct {
+	status int
+	reason string // for the metrics and the quarantine
+	body   errorBody
+	retry  bool       // ask the sender to retry later (Retry-After)
+	level  slog.Level // for the log line; client mistakes are debug
+}
+
+// answerFor maps an error to its answer: the one place errors become statuses.
+func answerFor(err error) answer {
 	var fe *fieldError
 	switch {
 	case errors.As(err, &fe):
@@ -173,61 +183,85 @@ func (s *Server) fail(c *gin.Context, err error) {
 		if fe.index >= 0 {
 			body.Index = &fe.index
 		}
-		abort(c, http.StatusBadRequest, body)
+		return answer{status: http.StatusBadRequest, reason: "invalid", body: body, level: slog.LevelDebug}
 	case errors.Is(err, errUnauthorized):
-		abort(c, http.StatusUnauthorized, errorBody{Error: err.Error()})
+		return answer{status: http.StatusUnauthorized, reason: "unauthorized", body: errorBody{Error: err.Error()}, level: slog.LevelDebug}
 	case errors.Is(err, errTooLarge):
-		abort(c, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
+		return answer{status: http.StatusRequestEntityTooLarge, reason: "too_large", body: errorBody{Error: err.Error()}, level: slog.LevelDebug}
 	case errors.Is(err, errBadBody):
-		abort(c, http.StatusBadRequest, errorBody{Error: err.Error()})
+		return answer{status: http.StatusBadRequest, reason: "invalid", body: errorBody{Error: err.Error()}, level: slog.LevelDebug}
 	case errors.Is(err, errMediaType):
-		abort(c, http.StatusUnsupportedMediaType, errorBody{Error: err.Error()})
+		return answer{status: http.StatusUnsupportedMediaType, reason: "invalid", body: errorBody{Error: err.Error()}, level: slog.LevelDebug}
 	case errors.Is(err, event.ErrUnstorable):
 		// Validation let through something PostgreSQL refuses. Retrying cannot help, so the
 		// sender must not retry: 400, and the detail in the log.
-		s.cfg.Logger.Warn("event rejected by the database", "path", c.FullPath(), "error", err)
-		abort(c, http.StatusBadRequest, errorBody{Error: "the database refused an event of this request; see the sink's log"})
+		return answer{status: http.StatusBadRequest, reason: "unstorable", level: slog.LevelWarn,
+			body: errorBody{Error: "the database refused an event of this request; see the sink's log"}}
 	case errors.Is(err, event.ErrOverloaded):
-		c.Header("Retry-After", RetryAfterSeconds)
-		abort(c, http.StatusServiceUnavailable, errorBody{Error: "too many events waiting to be written; retry later"})
+		return answer{status: http.StatusServiceUnavailable, reason: "overloaded", retry: true, level: slog.LevelDebug,
+			body: errorBody{Error: "too many events waiting to be written; retry later"}}
 	case errors.Is(err, event.ErrClosed):
-		c.Header("Retry-After", RetryAfterSeconds)
-		abort(c, http.StatusServiceUnavailable, errorBody{Error: "the sink is shutting down; retry later"})
+		return answer{status: http.StatusServiceUnavailable, reason: "shutting_down", retry: true, level: slog.LevelDebug,
+			body: errorBody{Error: "the sink is shutting down; retry later"}}
 	case errors.Is(err, event.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		s.cfg.Logger.Warn("events not committed", "path", c.FullPath(), "error", err)
-		c.Header("Retry-After", RetryAfterSeconds)
-		abort(c, http.StatusServiceUnavailable, errorBody{Error: "the database did not commit the events in time; retry later"})
+		return answer{status: http.StatusServiceUnavailable, reason: "unavailable", retry: true, level: slog.LevelWarn,
+			body: errorBody{Error: "the database did not commit the events in time; retry later"}}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
-		abort(c, 499, errorBody{Error: "client closed the request"})
+		return answer{status: 499, reason: "canceled", body: errorBody{Error: "client closed the request"}, level: slog.LevelDebug}
 	default:
-		s.cfg.Logger.Error("request failed", "path", c.FullPath(), "error", err)
-		abort(c, http.StatusInternalServerError, errorBody{Error: "internal error"})
+		return answer{status: http.StatusInternalServerError, reason: "internal", body: errorBody{Error: "internal error"}, level: slog.LevelError}
 	}
 }
 
-// rejectionReason names, for the metrics, why a request's events were not stored.
-func rejectionReason(err error) string {
-	var fe *fieldError
-	switch {
-	case errors.As(err, &fe), errors.Is(err, errBadBody), errors.Is(err, errMediaType):
-		return "invalid"
-	case errors.Is(err, errUnauthorized):
-		return "unauthorized"
-	case errors.Is(err, errTooLarge):
-		return "too_large"
-	case errors.Is(err, event.ErrUnstorable):
-		return "unstorable"
-	case errors.Is(err, event.ErrOverloaded):
-		return "overloaded"
-	case errors.Is(err, event.ErrClosed):
-		return "shutting_down"
-	case errors.Is(err, event.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		return "unavailable"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	default:
-		return "internal"
+// fail answers a failed request, counts and logs the refusal, and keeps the request in
+// quarantine when its sender was authenticated and it was refused for its content.
+func (s *Server) fail(c *gin.Context, err error) {
+	a := answerFor(err)
+	if s.cfg.Observer != nil {
+		n := c.GetInt(eventsKey)
+		if n == 0 {
+			n = 1 // the request was refused before its events were counted
+		}
+		s.cfg.Observer.Rejected(a.reason, n)
+	}
+	s.cfg.Logger.Log(c.Request.Context(), a.level, "request refused", "path", c.FullPath(), "status", a.status,
+		"reason", a.reason, "error", err.Error())
+	if body, ok := c.Get(bodyKey); ok && a.status == http.StatusBadRequest {
+		index := -1
+		if a.body.Index != nil {
+			index = *a.body.Index
+		}
+		s.quarantine(c, event.Rejection{Status: a.status, Reason: a.reason, Error: a.body.Error, Field: a.body.Field,
+			Index: index, Body: body.([]byte)})
+	}
+	if a.retry {
+		c.Header("Retry-After", RetryAfterSeconds)
+	}
+	abort(c, a.status, a.body)
+}
+
+// ReplayHeader marks a request sent again by `segment-sink rejected replay`, with the id of its
+// quarantined original: refused again, it is not kept a second time.
+const ReplayHeader = "X-Segment-Sink-Replay-Of"
+
+// quarantine keeps refused requests; a failure to keep them is logged and changes no answer.
+func (s *Server) quarantine(c *gin.Context, rejections ...event.Rejection) {
+	if s.cfg.Quarantine == nil || c.GetHeader(ReplayHeader) != "" {
+		return
+	}
+	now := s.cfg.Now()
+	for i := range rejections {
+		r := &rejections[i]
+		r.ReceivedAt, r.Path = now, c.FullPath()
+		if r.ContentType == "" {
+			r.ContentType = "application/json"
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Quarantine.Quarantine(ctx, rejections); err != nil {
+		s.cfg.Logger.Error("could not keep a refused request in quarantine", "path", c.FullPath(), "error", err)
 	}
 }
 

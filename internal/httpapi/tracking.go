@@ -57,6 +57,7 @@ func (s *Server) trackOne(t event.Type) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
+		c.Set(bodyKey, body)
 		e, err := event.DecodeWith(body, event.Options{Now: s.cfg.Now(), Collect: true, Type: t})
 		if err != nil {
 			s.fail(c, withIndex(err, -1))
@@ -99,6 +100,7 @@ func (s *Server) trackBatch(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	c.Set(bodyKey, body)
 	switch n := len(envelope.Batch); {
 	case n == 0:
 		s.fail(c, fmt.Errorf("%w: the batch holds no events", errBadBody))
@@ -133,6 +135,9 @@ func (s *Server) trackBatch(c *gin.Context) {
 		}
 		events = append(events, e)
 	}
+	if len(rejected) > 0 {
+		s.quarantineItems(c, envelope.Batch, envelope.Context, envelope.Integrations, envelope.SentAt, rejected)
+	}
 	if len(events) == 0 {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Rejected("invalid", len(rejected))
@@ -153,6 +158,26 @@ func (s *Server) trackBatch(c *gin.Context) {
 		extra = gin.H{"rejected": rejected}
 	}
 	s.submit(c, events, extra)
+}
+
+// quarantineItems keeps each rejected event of a batch as a batch of its own, with the
+// envelope's shared fields, so that a replay is read exactly as the original was.
+func (s *Server) quarantineItems(c *gin.Context, items []json.RawMessage, context, integrations, sentAt json.RawMessage, rejected []rejection) {
+	keep := make([]event.Rejection, 0, len(rejected))
+	for _, r := range rejected {
+		body, err := json.Marshal(struct {
+			Batch        []json.RawMessage `json:"batch"`
+			Context      json.RawMessage   `json:"context,omitempty"`
+			Integrations json.RawMessage   `json:"integrations,omitempty"`
+			SentAt       json.RawMessage   `json:"sentAt,omitempty"`
+		}{[]json.RawMessage{items[r.Index]}, context, integrations, sentAt})
+		if err != nil {
+			body = items[r.Index] // not valid JSON: kept as it came
+		}
+		keep = append(keep, event.Rejection{Status: http.StatusBadRequest, Reason: "invalid", Error: r.Error,
+			Field: r.Field, Index: r.Index, Body: body})
+	}
+	s.quarantine(c, keep...)
 }
 
 // batchEnvelope checks the envelope's shared fields.

@@ -46,6 +46,7 @@ func (s *Server) webhook(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	c.Set(bodyKey, body)
 	c.Set(eventsKey, len(raws))
 	now := s.cfg.Now()
 	events := make([]event.Event, len(raws))
@@ -72,6 +73,8 @@ func (s *Server) webhookEvents(body []byte, signature string) (raws [][]byte, is
 		}
 		return [][]byte{body}, false, nil
 	}
+	// An array is signed over its first element, so it must be split before it can be checked:
+	// one that does not parse is refused unauthenticated.
 	raws, err = event.SplitArray(trimmed)
 	if err != nil {
 		return nil, true, fmt.Errorf("%w: %v", errBadBody, err)

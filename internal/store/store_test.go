@@ -323,3 +323,28 @@ func TestOpenReportsBadURLWithoutLeakingIt(t *testing.T) {
 		t.Errorf("error leaks the password: %s", got)
 	}
 }
+
+func TestPruneRejectedKeepsTheRecent(t *testing.T) {
+	t.Parallel()
+	s, conn := open(t)
+	ctx := context.Background()
+	now := time.Now()
+	err := s.Quarantine(ctx, []event.Rejection{
+		{ReceivedAt: now.Add(-10 * 24 * time.Hour), Path: "/webhook", Status: 400, Reason: "invalid", Error: "old", Index: -1, Body: []byte("\x00old")},
+		{ReceivedAt: now, Path: "/webhook", Status: 400, Reason: "invalid", Error: "new", Index: 2, Body: []byte("\x00new")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneRejected(ctx, 7*24*time.Hour)
+	if err != nil || n != 1 {
+		t.Fatalf("PruneRejected = %d, %v; want 1", n, err)
+	}
+	kept, err := s.Rejected(ctx, store.RejectedFilter{Limit: 10})
+	if err != nil || len(kept) != 1 || string(kept[0].Rejection.Body) != "\x00new" || kept[0].Rejection.Index != 2 {
+		t.Errorf("kept = %+v, %v", kept, err)
+	}
+	if got := count(t, conn, `SELECT count(*) FROM rejected_events`); got != 1 {
+		t.Errorf("rows = %d", got)
+	}
+}
