@@ -191,14 +191,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("TRACKING_API_OPEN is set without WRITE_KEYS: /v1/* accepts events from anyone who can reach it")
 	}
 	apiCfg := httpapi.Config{
-		Secrets:      cfg.SharedSecrets,
-		WriteKeys:    cfg.WriteKeys,
-		TrackingOpen: cfg.TrackingOpen,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		AckTimeout:   cfg.AckTimeout,
-		Logger:       log,
-		Observer:     m,
-		Quarantine:   s,
+		Secrets:        cfg.SharedSecrets,
+		WriteKeys:      cfg.WriteKeys,
+		TrackingOpen:   cfg.TrackingOpen,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		AckTimeout:     cfg.AckTimeout,
+		Logger:         log,
+		Observer:       m,
+		Quarantine:     s,
+		TrustedProxies: cfg.TrustedProxies,
 	}
 	if cfg.RejectedRetention > 0 {
 		stopPruning := pruneRejected(s, cfg.RejectedRetention, log)
@@ -214,7 +215,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		defer stopMetrics()
 	}
 	// Ready: the database answers with the schema migrated, and the memory budget has room.
-	handler := httpapi.New(apiCfg, b, readiness{s, b})
+	handler, err := httpapi.New(apiCfg, b, readiness{s, b})
+	if err != nil {
+		return err
+	}
 
 	if cfg.PprofAddr != "" {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
@@ -230,19 +234,29 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30*time.Second + cfg.AckTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	fmt.Fprintf(stdout, "segment-sink listening on http://%s\n", ln.Addr())
+	scheme := "http"
+	if cfg.TLSCertFile != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "segment-sink listening on %s://%s\n", scheme, ln.Addr())
 	log.Info("listening", "addr", ln.Addr().String(), "batch_max_events", cfg.BatchMaxEvents,
 		"flush_workers", cfg.FlushWorkers, "ack_timeout", cfg.AckTimeout.String())
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if cfg.TLSCertFile != "" {
+			served <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)

@@ -4,11 +4,13 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +26,7 @@ const (
 	DefaultMaxPendingBytes   = 64 << 20
 	DefaultAckTimeout        = 3 * time.Second
 	DefaultRejectedRetention = 7 * 24 * time.Hour
+	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultMaxBodyBytes      = 16 << 20
 	DefaultShutdownTimeout   = 15 * time.Second
 	DefaultLogLevel          = "info"
@@ -54,6 +57,10 @@ type Config struct {
 	PprofAddr         string
 	MetricsAddr       string
 	RejectedRetention time.Duration
+	TrustedProxies    []string
+	TLSCertFile       string
+	TLSKeyFile        string
+	ReadHeaderTimeout time.Duration
 }
 
 // Setting describes one setting, for --help and the README.
@@ -85,6 +92,10 @@ func (c *Config) settings() []Setting {
 		{"LOG_LEVEL", "log-level", "debug, info, warn or error", (*stringValue)(&c.LogLevel)},
 		{"LOG_FORMAT", "log-format", "json or text", (*stringValue)(&c.LogFormat)},
 		{"REJECTED_RETENTION", "rejected-retention", "how long refused requests are kept in rejected_events (quarantine); 0 keeps them", (*durationValue)(&c.RejectedRetention)},
+		{"TRUSTED_PROXIES", "trusted-proxies", "comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed for the client IP; unset trusts none", (*listValue)(&c.TrustedProxies)},
+		{"TLS_CERT_FILE", "tls-cert-file", "serve HTTPS with this certificate (PEM); needs TLS_KEY_FILE", (*stringValue)(&c.TLSCertFile)},
+		{"TLS_KEY_FILE", "tls-key-file", "the private key (PEM) of TLS_CERT_FILE", (*stringValue)(&c.TLSKeyFile)},
+		{"READ_HEADER_TIMEOUT", "read-header-timeout", "how long a client may take to send its request headers (slowloris guard)", (*durationValue)(&c.ReadHeaderTimeout)},
 		{"METRICS_ADDR", "metrics-addr", "if set, serve /metrics on this address instead of LISTEN_ADDR", (*stringValue)(&c.MetricsAddr)},
 		{"PPROF_ADDR", "pprof-addr", "if set, serve Go's profiler (/debug/pprof/) on this address; keep it private", (*stringValue)(&c.PprofAddr)},
 	}
@@ -101,6 +112,7 @@ func Defaults() Config {
 		MaxPendingBytes:   DefaultMaxPendingBytes,
 		AckTimeout:        DefaultAckTimeout,
 		RejectedRetention: DefaultRejectedRetention,
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
 		MaxBodyBytes:      DefaultMaxBodyBytes,
 		AutoMigrate:       true,
 		ShutdownTimeout:   DefaultShutdownTimeout,
@@ -187,6 +199,23 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.SlogLevel(); err != nil {
 		bad("LOG_LEVEL", "%v", err)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLS_CERT_FILE", "and TLS_KEY_FILE must be set together")
+	} else if c.TLSCertFile != "" {
+		if _, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile); err != nil {
+			bad("TLS_CERT_FILE", "cannot load the certificate and TLS_KEY_FILE: %v", err)
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if net.ParseIP(p) == nil {
+			if _, _, err := net.ParseCIDR(p); err != nil {
+				bad("TRUSTED_PROXIES", "%q is neither an IP address nor a CIDR", p)
+			}
+		}
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		bad("READ_HEADER_TIMEOUT", "must be above 0, got %s", c.ReadHeaderTimeout)
 	}
 	if c.RejectedRetention < 0 {
 		bad("REJECTED_RETENTION", "must not be negative, got %s", c.RejectedRetention)

@@ -67,6 +67,11 @@ func TestLoadAndValidateNameTheVariable(t *testing.T) {
 		{"bad format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"negative pending", map[string]string{"MAX_PENDING_EVENTS": "-1"}, "MAX_PENDING_EVENTS"},
 		{"zero body", map[string]string{"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"},
+		{"certificate without key", map[string]string{"TLS_CERT_FILE": "cert.pem"}, "TLS_CERT_FILE: and TLS_KEY_FILE must be set together"},
+		{"unreadable certificate", map[string]string{"TLS_CERT_FILE": "/nonexistent.pem", "TLS_KEY_FILE": "/nonexistent.key"}, "TLS_CERT_FILE: cannot load"},
+		{"proxy not an address", map[string]string{"TRUSTED_PROXIES": "10.0.0.1,proxy.internal"}, `TRUSTED_PROXIES: "proxy.internal"`},
+		{"negative retention", map[string]string{"REJECTED_RETENTION": "-1h"}, "REJECTED_RETENTION"},
+		{"zero header timeout", map[string]string{"READ_HEADER_TIMEOUT": "0s"}, "READ_HEADER_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,6 +28,8 @@ type Options struct {
 	Type Type
 	// Batch holds the fields of a /v1/batch envelope that apply to each of its events.
 	Batch *Envelope
+	// ClientIP, if set, becomes context.ip when the event has none, as Segment's API does.
+	ClientIP string
 }
 
 // Envelope is what a batch request says about all of its events. Context and Integrations are
@@ -333,7 +335,36 @@ func applyOptions(f *fields, opts Options) error {
 			f.set(fSentAt, b.SentAt)
 		}
 	}
+	if opts.ClientIP != "" {
+		if ctx, ok := withIP(f.known[fContext].value, opts.ClientIP); ok {
+			f.set(fContext, ctx)
+		}
+	}
 	return nil
+}
+
+// withIP returns the context object with "ip" added when it has none. The key goes first, so the
+// rest of the object is copied as it is.
+func withIP(context []byte, ip string) ([]byte, bool) {
+	quoted, _ := json.Marshal(ip)
+	if context == nil || string(context) == "null" {
+		return append(append([]byte(`{"ip":`), quoted...), '}'), true
+	}
+	if context[0] != '{' {
+		return nil, false // not an object: the decoder reports it
+	}
+	s := scanner{data: context}
+	hasIP := false
+	if err := s.object(1, func(key []byte, _ bool, _ []byte) { hasIP = hasIP || string(key) == `"ip"` }); err != nil || hasIP {
+		return nil, false
+	}
+	out := append(append([]byte(`{"ip":`), quoted...), ',')
+	rest := bytes.TrimSpace(context[1:])
+	if rest[0] == '}' {
+		out[len(out)-1] = '}'
+		return out, true
+	}
+	return append(out, rest...), true
 }
 
 // mergeUnder returns the object over with base's keys added where over lacks them, or nil when

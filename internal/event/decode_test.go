@@ -439,3 +439,23 @@ func manyKeys(n int) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func TestClientIPFillsContextIP(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, context, want string }{
+		{"no context", ``, `{"ip":"198.51.100.7"}`},
+		{"empty context", `,"context":{ }`, `{"ip":"198.51.100.7"}`},
+		{"context without ip", `,"context":{"locale":"de-DE","page":{"ip":"nested, not it"}}`, `{"ip":"198.51.100.7","locale":"de-DE","page":{"ip":"nested, not it"}}`},
+		{"the client's own ip wins", `,"context":{"ip":"203.0.113.1"}`, `{"ip":"203.0.113.1"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e, err := DecodeWith([]byte(`{"type":"track","userId":"u","event":"E"`+tt.context+`}`), Options{Now: now, Collect: true, ClientIP: "198.51.100.7"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertJSON(t, "context", e.Context, tt.want)
+		})
+	}
+}

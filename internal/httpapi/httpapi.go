@@ -66,6 +66,9 @@ type Config struct {
 	Metrics http.Handler
 	// Quarantine, if set, keeps what authenticated senders sent that was refused.
 	Quarantine Quarantiner
+	// TrustedProxies are the proxies whose X-Forwarded-For gives the client's IP; none by
+	// default, so that a client cannot choose its own IP.
+	TrustedProxies []string
 }
 
 // Server holds the handlers' dependencies.
@@ -78,8 +81,8 @@ type Server struct {
 	writeKeys [][]byte
 }
 
-// New returns the HTTP handler for every route of the sink.
-func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
+// New returns the HTTP handler for every route of the sink. It fails on a malformed proxy list.
+func New(cfg Config, sub Submitter, ready ReadinessChecker) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -95,6 +98,9 @@ func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("trusted proxies: %w", err)
+	}
 	if cfg.Observer != nil {
 		r.Use(s.observe)
 	}
@@ -109,7 +115,7 @@ func New(cfg Config, sub Submitter, ready ReadinessChecker) http.Handler {
 	}
 	r.POST("/webhook", s.webhook)
 	s.trackingRoutes(r)
-	return r
+	return r, nil
 }
 
 // errorBody is every error answer. Field and Index say which event and field were invalid.

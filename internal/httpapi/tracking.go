@@ -58,7 +58,7 @@ func (s *Server) trackOne(t event.Type) gin.HandlerFunc {
 			return
 		}
 		c.Set(bodyKey, body)
-		e, err := event.DecodeWith(body, event.Options{Now: s.cfg.Now(), Collect: true, Type: t})
+		e, err := event.DecodeWith(body, event.Options{Now: s.cfg.Now(), Collect: true, Type: t, ClientIP: c.ClientIP()})
 		if err != nil {
 			s.fail(c, withIndex(err, -1))
 			return
@@ -116,7 +116,7 @@ func (s *Server) trackBatch(c *gin.Context) {
 	}
 
 	c.Set(eventsKey, len(envelope.Batch))
-	opts := event.Options{Now: s.cfg.Now(), Collect: true, Batch: shared}
+	opts := event.Options{Now: s.cfg.Now(), Collect: true, Batch: shared, ClientIP: c.ClientIP()}
 	events := make([]event.Event, 0, len(envelope.Batch))
 	var rejected []rejection
 	for i, raw := range envelope.Batch {
