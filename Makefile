@@ -52,6 +52,19 @@ bench: build ## measure the sink against its ceilings (HTTP, COPY, naive INSERT)
 	go test -run '^$$' -bench . -benchmem ./internal/... && \
 	BENCH_DATABASE_URL="$$url" go run ./cmd/sinkbench -sink bin/segment-sink $(BENCH_FLAGS)
 
+# Each fuzz target, for FUZZTIME each (the seed corpora in testdata/fuzz also run in `make test`).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./internal/event:FuzzDecode ./internal/event:FuzzScanner ./internal/httpapi:FuzzSignature ./internal/store:FuzzStoreRoundTrip
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 10s) against a real PostgreSQL
+	@if [ -z "$$TEST_DATABASE_URL" ] && psql "$(LOCAL_PG)/postgres?sslmode=disable" -Atc 'SELECT 1' >/dev/null 2>&1; then \
+	  export TEST_DATABASE_URL="$(LOCAL_PG)/postgres?sslmode=disable"; fi; \
+	for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} for $(FUZZTIME)"; \
+	  go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; \
+	done
+
 .PHONY: build
 build: ## build bin/segment-sink
 	CGO_ENABLED=0 go build -trimpath -o bin/segment-sink ./cmd/segment-sink

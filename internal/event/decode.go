@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -585,7 +584,7 @@ func (d *decoder) time(i int) time.Time {
 // and a Z or ±hh:mm offset, or the ±hhmm offset some clients send. As RFC 3339 allows, the
 // separator may be a lowercase t or a space, and the zone a lowercase z.
 func ParseTime(s string) (time.Time, bool) {
-	if len(s) > 10 && (s[10] == 't' || s[10] == ' ') || strings.HasSuffix(s, "z") {
+	if len(s) > 10 && (s[10] == 't' || s[10] == ' ' || s[len(s)-1] == 'z') {
 		b := []byte(s)
 		if b[10] == 't' || b[10] == ' ' {
 			b[10] = 'T'

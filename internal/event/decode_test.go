@@ -408,6 +408,7 @@ func TestDecodeEdges(t *testing.T) {
 		{name: "space separator", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-05-01 10:00:00+02:00"}`, ok: true},
 		{name: "a date without a time", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-05-01"}`, field: "timestamp", reason: "ISO 8601"},
 		{name: "February 30th", raw: `{"type":"track","userId":"u","event":"e","timestamp":"2024-02-30T00:00:00Z"}`, field: "timestamp", reason: "ISO 8601"},
+		{name: "a lone z (found by fuzzing: it crashed the parser)", raw: `{"type":"track","userId":"u","event":"e","timestamp":"z"}`, field: "timestamp", reason: "ISO 8601"},
 		{name: "a Unix time", raw: `{"type":"track","userId":"u","event":"e","timestamp":"1714557600"}`, field: "timestamp", reason: "ISO 8601"},
 		{name: "many keys", raw: `{"type":"track","userId":"u","event":"e","properties":{` + manyKeys(20000) + `}}`, ok: true},
 	}
