@@ -15,9 +15,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/segment-sink/segment-sink/internal/event"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key, and returns their paths and a
@@ -115,5 +119,109 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 	io.Copy(io.Discard, conn) // returns when the server closes the connection
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("a client stalling in its headers kept the connection for %s", took)
+	}
+}
+
+// readCorpus returns the seed inputs of the decoder's fuzz corpus: every hostile edge.
+func readCorpus(t *testing.T) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob("../../internal/event/testdata/fuzz/FuzzDecode/edge-*")
+	if err != nil || len(paths) < 30 {
+		t.Fatalf("edge corpus: %d files, %v", len(paths), err)
+	}
+	out := map[string][]byte{}
+	for _, p := range paths {
+		raw, _ := os.ReadFile(p)
+		_, value, _ := strings.Cut(string(raw), "\n")
+		value = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(value), "[]byte("), ")")
+		s, err := strconv.Unquote(value)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		out[filepath.Base(p)] = []byte(s)
+	}
+	return out
+}
+
+// decodeBody is what the decoder says of a webhook body: one event, or an array of them.
+func decodeBody(raw []byte) error {
+	if !strings.HasPrefix(string(raw), "[") {
+		_, err := event.Decode(raw, time.Now())
+		return err
+	}
+	elems, err := event.SplitArray(raw)
+	for _, e := range elems {
+		if err == nil {
+			_, err = event.Decode(e, time.Now())
+		}
+	}
+	return err
+}
+
+func TestEveryHostileEdgeAmongGoodEvents(t *testing.T) {
+	t.Parallel()
+	s := startSink(t, map[string]string{"SHARED_SECRET": secret})
+	conn := s.db(t)
+	edges := readCorpus(t)
+	var wg sync.WaitGroup
+	for name, raw := range edges {
+		wg.Go(func() {
+			// Each edge between two good events, all at once: they share flushes.
+			goodBefore, goodAfter := trackEvent("good-before-"+name, "u"), trackEvent("good-after-"+name, "u")
+			var inner sync.WaitGroup
+			for _, good := range []string{goodBefore, goodAfter} {
+				inner.Go(func() {
+					if status, body := s.post(t, "/webhook", secret, good); status != http.StatusOK {
+						t.Errorf("%s: a good event beside it = %d %v", name, status, body)
+					}
+				})
+			}
+			decodeErr := decodeBody(raw)
+			var status int
+			var body map[string]any
+			if strings.HasPrefix(string(raw), "[") { // an array is signed over its first element
+				status, body = s.do(t, "/webhook", http.Header{"X-Signature": {signFirst(t, string(raw))}}, string(raw))
+			} else {
+				status, body = s.post(t, "/webhook", secret, string(raw))
+			}
+			switch {
+			case decodeErr == nil && status != http.StatusOK:
+				t.Errorf("%s: accepted by the decoder but answered %d %v", name, status, body)
+			case decodeErr != nil && status != http.StatusBadRequest:
+				t.Errorf("%s: refused by the decoder (%v) but answered %d %v", name, decodeErr, status, body)
+			case decodeErr != nil && body["error"] == nil:
+				t.Errorf("%s: a 400 without an error message", name)
+			}
+			inner.Wait()
+		})
+	}
+	wg.Wait()
+	if got := queryInt(t, conn, `SELECT count(*) FROM tracks WHERE message_id LIKE 'good-%'`); got != 2*len(edges) {
+		t.Errorf("good events stored = %d, want %d", got, 2*len(edges))
+	}
+	// Every refused edge is in quarantine (the sender was authenticated), byte for byte.
+	for name, raw := range edges {
+		if decodeBody(raw) == nil {
+			continue
+		}
+		if got := queryInt(t, conn, `SELECT count(*) FROM rejected_events WHERE body = $1`, raw); got != 1 {
+			t.Errorf("%s: kept %d times in quarantine, want 1", name, got)
+		}
+	}
+	if status, _ := s.get(t, "/healthz"); status != http.StatusOK {
+		t.Errorf("the sink is not healthy after the edges")
+	}
+	// A body that is not JSON at all by its Content-Type.
+	h := http.Header{"X-Signature": {signWith(secret, "a=1")}}
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/webhook", strings.NewReader("a=1"))
+	req.Header = h
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("a form body = %d, want 415", resp.StatusCode)
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,12 +21,19 @@ func (s *Store) Quarantine(ctx context.Context, rejections []event.Rejection) er
 		}
 		batch.Queue(`INSERT INTO rejected_events (received_at, path, status, reason, error, field, event_index, content_type, body)
 			VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7, NULLIF($8, ''), $9)`,
-			r.ReceivedAt, r.Path, r.Status, r.Reason, r.Error, r.Field, index, r.ContentType, r.Body)
+			r.ReceivedAt, storable(r.Path), r.Status, r.Reason, storable(r.Error), storable(r.Field), index,
+			storable(r.ContentType), r.Body)
 	}
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
 		return fmt.Errorf("quarantine %d rejected requests: %w", len(rejections), err)
 	}
 	return nil
+}
+
+// storable makes a message fit a text column: the refused text itself may be what text cannot
+// hold (a field named with \u0000). The body, in bytea, keeps the original.
+func storable(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", `\u0000`)
 }
 
 // PruneRejected deletes quarantined requests received more than retention ago and returns
