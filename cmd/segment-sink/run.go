@@ -28,6 +28,9 @@ Usage:
   segment-sink [serve] [flags]          run the HTTP receiver (the default command)
   segment-sink migrate up|down|status [flags]
                                         apply all migrations, roll back the latest one, or list them
+  segment-sink import [--strict] [flags] PATH...
+                                        load archived events: NDJSON files (gzipped or not), globs,
+                                        directories, or - for stdin; safe to run again
   segment-sink rejected list [--all] [--limit N] [flags]
                                         show refused requests kept in quarantine (rejected_events)
   segment-sink rejected replay [--id N,...] [--url URL] [flags]
@@ -62,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return healthcheck(ctx, args, getenv, stdout)
 	case "rejected":
 		return rejected(ctx, args, getenv, stdout)
+	case "import":
+		return importFiles(ctx, args, getenv, stdout, stderr)
 	case "help":
 		usage(stdout)
 		return flag.ErrHelp

@@ -32,17 +32,18 @@ func main() {
 }
 
 type options struct {
-	serverURL  string
-	sinkBinary string
-	duration   time.Duration
-	conns      int
-	batchConns int
-	batchSize  int
-	out        string
-	only       string
-	sinkEnv    string
-	serve      string
-	dbURL      string
+	serverURL    string
+	sinkBinary   string
+	duration     time.Duration
+	conns        int
+	batchConns   int
+	batchSize    int
+	out          string
+	only         string
+	sinkEnv      string
+	importEvents int
+	serve        string
+	dbURL        string
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -57,6 +58,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.batchSize, "batch-size", 100, "events per batched request")
 	fs.StringVar(&o.out, "out", "bench-results.json", "where to write the results as JSON")
 	fs.StringVar(&o.only, "only", "", "comma-separated scenarios to run (default: all)")
+	fs.IntVar(&o.importEvents, "import-events", 300000, "events in the archive the import scenario loads")
 	fs.StringVar(&o.sinkEnv, "sink-env", "", "comma-separated KEY=VALUE settings for the sink process only")
 	fs.StringVar(&o.serve, "serve", "", "internal: run the ceiling or naive server in this process")
 	fs.StringVar(&o.dbURL, "database-url", "", "internal: the naive server's database")
@@ -81,6 +83,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		{"naive-insert", naiveInsert},
 		{"sink-webhook", sinkWebhook},
 		{"sink-batch", sinkBatch},
+		{"sink-import", sinkImport},
 	}
 	for _, s := range steps {
 		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), s.name) {
@@ -162,6 +165,7 @@ func (r *report) ratios() {
 		"sink_webhook/naive_insert": ratio("sink-webhook", "naive-insert"),
 		"sink_batch/copy_ceiling":   ratio("sink-batch", "copy-ceiling"),
 		"sink_batch/http_ceiling":   ratio("sink-batch", "http-ceiling"),
+		"sink_import/copy_ceiling":  ratio("sink-import", "copy-ceiling"),
 	}
 }
 

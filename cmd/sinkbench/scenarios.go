@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -357,4 +358,72 @@ func peakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// sinkImport writes an NDJSON.gz archive of o.importEvents events and times `segment-sink
+// import` loading it into a fresh database: what a backfill achieves against the COPY ceiling.
+func sinkImport(ctx context.Context, o options, gen *generator) (result, error) {
+	dbURL, err := freshDatabase(ctx, o.serverURL, "sinkbench_import", false)
+	if err != nil {
+		return result{}, err
+	}
+	dir, err := os.MkdirTemp("", "sinkbench-import")
+	if err != nil {
+		return result{}, err
+	}
+	defer os.RemoveAll(dir)
+	file := dir + "/archive.ndjson.gz"
+	f, err := os.Create(file)
+	if err != nil {
+		return result{}, err
+	}
+	zw, _ := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	acked := make(map[string]bool, o.importEvents)
+	var buf []byte
+	for range o.importEvents {
+		var id string
+		buf, id = gen.next(buf[:0], "import")
+		buf = append(buf, '\n')
+		zw.Write(buf)
+		acked[id] = true
+	}
+	if err := errors.Join(zw.Close(), f.Close()); err != nil {
+		return result{}, err
+	}
+
+	cmd := exec.CommandContext(ctx, o.sinkBinary, "import", file)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	mark := markCPU(cmd.Process.Pid)
+	start := time.Now()
+	var rss int64
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Sample the peak memory while it runs: the process is gone once Wait returns.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var cpu cpuUse
+	for waiting := true; waiting; {
+		select {
+		case err := <-done:
+			if err != nil {
+				return result{}, fmt.Errorf("segment-sink import: %w", err)
+			}
+			waiting = false
+		case <-tick.C:
+			rss = max(rss, peakRSS(cmd.Process.Pid))
+			if c := mark.since(int64(o.importEvents)); c.Server > 0 {
+				cpu = c
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	stats := loadStats{events: int64(o.importEvents), requests: 1, elapsed: elapsed, cpu: cpu}
+	r := stats.result()
+	r.P50Ms, r.P99Ms, r.MaxMs = 0, 0, 0
+	r.PeakRSSMB = float64(rss) / (1 << 20)
+	return r, check(ctx, dbURL, acked, &r)
 }
