@@ -37,6 +37,7 @@ func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) (changed i
 		tables = append(tables, t)
 		start = end
 	}
+	profiles := queueProfiles(batch, rows)
 	results := s.pool.SendBatch(ctx, batch)
 	for _, t := range tables {
 		tag, err := results.Exec()
@@ -45,6 +46,12 @@ func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) (changed i
 			return 0, fmt.Errorf("upsert %s: %w", t.Table(), err)
 		}
 		changed += tag.RowsAffected()
+	}
+	for range profiles {
+		if _, err := results.Exec(); err != nil {
+			results.Close()
+			return 0, fmt.Errorf("update users and accounts: %w", err)
+		}
 	}
 	return changed, results.Close()
 }

@@ -255,6 +255,7 @@ func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) (changed int
 				batch.Queue(copyUpsert[t])
 			}
 		}
+		profiles := queueProfiles(batch, rows)
 		results := tx.SendBatch(ctx, batch)
 		for _, t := range event.Types {
 			if !present[t] {
@@ -266,6 +267,12 @@ func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) (changed int
 				return fmt.Errorf("upsert %s: %w", t.Table(), err)
 			}
 			changed += tag.RowsAffected()
+		}
+		for range profiles {
+			if _, err := results.Exec(); err != nil {
+				results.Close()
+				return fmt.Errorf("update users and accounts: %w", err)
+			}
 		}
 		return results.Close()
 	})

@@ -348,3 +348,56 @@ func TestPruneRejectedKeepsTheRecent(t *testing.T) {
 		t.Errorf("rows = %d", got)
 	}
 }
+
+func TestUsersAndAccountsKeepTheNewestTraits(t *testing.T) {
+	t.Parallel()
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		ctx := context.Background()
+		write := func(raws ...string) {
+			t.Helper()
+			events := make([]event.Event, len(raws))
+			for i, raw := range raws {
+				events[i] = decode(t, raw)
+			}
+			if _, err := s.Write(ctx, events); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(
+			`{"type":"identify","userId":"ada","timestamp":"2024-05-02T00:00:00Z","traits":{"plan":"pro","email":"ada@new.example"}}`,
+			`{"type":"track","userId":"ada","event":"Login","timestamp":"2024-05-03T00:00:00Z"}`,
+			`{"type":"group","userId":"ada","groupId":"acme","timestamp":"2024-05-02T00:00:00Z","traits":{"plan":"enterprise"}}`,
+		)
+		// Late and older: only the trait nobody set since is taken; the times widen (users span
+		// identify calls, accounts group calls).
+		write(
+			`{"type":"identify","userId":"ada","timestamp":"2024-05-01T00:00:00Z","traits":{"plan":"free","email":"ada@old.example","name":"Ada"}}`,
+			`{"type":"group","userId":"bob","groupId":"acme","timestamp":"2024-04-30T00:00:00Z","traits":{"plan":"trial","employees":5}}`,
+		)
+		// Two identifies of one user in one flush, newest last and first.
+		write(
+			`{"type":"identify","userId":"cy","timestamp":"2024-05-05T00:00:00Z","traits":{"plan":"b"}}`,
+			`{"type":"identify","userId":"cy","timestamp":"2024-05-04T00:00:00Z","traits":{"plan":"a","x":1}}`,
+		)
+		checks := []struct {
+			query string
+			want  int
+		}{
+			{`SELECT count(*) FROM users WHERE user_id = 'ada' AND traits = '{"plan":"pro","email":"ada@new.example","name":"Ada"}'
+				AND first_seen_at = '2024-05-01T00:00:00Z' AND last_seen_at = '2024-05-02T00:00:00Z'`, 1},
+			// bob only joined a group: an account's member, not an identified user.
+			{`SELECT count(*) FROM users WHERE user_id = 'bob'`, 0},
+			{`SELECT count(*) FROM users WHERE user_id = 'cy' AND traits = '{"plan":"b","x":1}'`, 1},
+			{`SELECT count(*) FROM accounts WHERE group_id = 'acme' AND traits = '{"plan":"enterprise","employees":5}'
+				AND first_seen_at = '2024-04-30T00:00:00Z' AND last_seen_at = '2024-05-02T00:00:00Z'`, 1},
+			{`SELECT count(*) FROM users`, 2},
+		}
+		for _, c := range checks {
+			if got := count(t, conn, c.query); got != c.want {
+				var dump string
+				conn.QueryRow(ctx, `SELECT json_agg(u)::text FROM (SELECT * FROM users UNION ALL SELECT * FROM accounts) u`).Scan(&dump)
+				t.Errorf("%s = %d, want %d\n%s", c.query, got, c.want, dump)
+			}
+		}
+	})
+}
