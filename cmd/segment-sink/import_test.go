@@ -42,8 +42,8 @@ func TestImportLoadsArchivesIdempotently(t *testing.T) {
 	dbURL := dbtest.New(t)
 	dir := t.TempDir()
 	bad := strings.Join([]string{
-		`{"type":"track","userId":"u"}`,           // line 2: no event
-		`not json`,                                 // line 3
+		`{"type":"track","userId":"u"}`, // line 2: no event
+		`not json`,                      // line 3
 		`{"type":"track","userId":"u","event":"E","properties":{"k":"\u0000"}}`, // line 4
 	}, "\n")
 	plain := append(append(archive(0, 1), []byte(bad+"\n\n")...), archive(1, 999)...) // 1000 good, 3 bad, 1 empty

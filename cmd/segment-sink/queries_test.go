@@ -20,7 +20,9 @@ func seedShop(t *testing.T, s *sink) (d2, d1 time.Time) {
 	t.Helper()
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	d2, d1 = today.Add(-48*time.Hour+10*time.Hour), today.Add(-24*time.Hour+10*time.Hour)
-	at := func(d time.Time, minutes int) string { return d.Add(time.Duration(minutes) * time.Minute).Format(time.RFC3339Nano) }
+	at := func(d time.Time, minutes int) string {
+		return d.Add(time.Duration(minutes) * time.Minute).Format(time.RFC3339Nano)
+	}
 	events := []string{
 		fmt.Sprintf(`{"type":"page","anonymousId":"anon-1","name":"Pricing","properties":{"path":"/pricing"},"timestamp":%q}`, at(d2, 0)),
 		fmt.Sprintf(`{"type":"track","anonymousId":"anon-1","event":"Product Viewed","timestamp":%q}`, at(d2, 1)),
