@@ -139,3 +139,32 @@ func TestExampleQueriesOnSeededData(t *testing.T) {
 		t.Errorf("context_page_path = %q", got)
 	}
 }
+
+// TestQueriesCanUseTheirIndexes shows, with EXPLAIN, that each example query has an index to
+// read through (the planner prefers a sequential scan on a few rows, so it is told not to).
+func TestQueriesCanUseTheirIndexes(t *testing.T) {
+	t.Parallel()
+	s := startSink(t, nil)
+	conn := s.db(t)
+	seedShop(t, s)
+	if _, err := conn.Exec(context.Background(), `SET enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	for file, index := range map[string]string{
+		"top_events.sql":         "tracks_event_timestamp_idx",
+		"revenue_by_day.sql":     "tracks_event_timestamp_idx",
+		"funnel.sql":             "tracks_event_timestamp_idx",
+		"page_views_by_path.sql": "pages_timestamp_idx",
+		"users_per_account.sql":  "groups_group_id_idx",
+		"daily_active_users.sql": "identifies_anonymous_id_idx",
+	} {
+		query, err := os.ReadFile("../../sql/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := strings.Join(rows(t, conn, "EXPLAIN "+string(query)), "\n")
+		if !strings.Contains(plan, index) {
+			t.Errorf("%s does not use %s:\n%s", file, index, plan)
+		}
+	}
+}

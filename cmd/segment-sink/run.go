@@ -31,6 +31,7 @@ Usage:
   segment-sink import [--strict] [flags] PATH...
                                         load archived events: NDJSON files (gzipped or not), globs,
                                         directories, or - for stdin; safe to run again
+  segment-sink views refresh [flags]    create or update one view per track event (order_completed, …)
   segment-sink rejected list [--all] [--limit N] [flags]
                                         show refused requests kept in quarantine (rejected_events)
   segment-sink rejected replay [--id N,...] [--url URL] [flags]
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return rejected(ctx, args, getenv, stdout)
 	case "import":
 		return importFiles(ctx, args, getenv, stdout, stderr)
+	case "views":
+		return views(ctx, args, getenv, stdout)
 	case "help":
 		usage(stdout)
 		return flag.ErrHelp
@@ -207,8 +210,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		TrustedProxies: cfg.TrustedProxies,
 	}
 	if cfg.RejectedRetention > 0 {
-		stopPruning := pruneRejected(s, cfg.RejectedRetention, log)
+		stopPruning := every(time.Hour, func(ctx context.Context) {
+			n, err := s.PruneRejected(ctx, cfg.RejectedRetention)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("pruning rejected events failed", "error", err)
+			case n > 0:
+				log.Info("pruned rejected events", "deleted", n, "retention", cfg.RejectedRetention.String())
+			}
+		})
 		defer stopPruning()
+	}
+	if cfg.ViewsRefresh > 0 {
+		stopViews := every(cfg.ViewsRefresh, func(ctx context.Context) {
+			v, err := s.RefreshEventViews(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("refreshing event views failed", "error", err)
+				return
+			}
+			log.Debug("event views refreshed", "views", len(v))
+		})
+		defer stopViews()
 	}
 	if cfg.MetricsAddr == "" {
 		apiCfg.Metrics = metrics.Handler(reg)
@@ -310,22 +332,17 @@ func serveSide(setting, addr string, h http.Handler, log *slog.Logger) (stop fun
 	return func() { srv.Close() }, nil
 }
 
-// pruneRejected deletes expired quarantined requests now and every hour, until stopped.
-func pruneRejected(s *store.Store, retention time.Duration, log *slog.Logger) (stop func()) {
+// every runs job now and then every interval until stop is called; stop waits for a run in
+// progress to end.
+func every(interval time.Duration, job func(context.Context)) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(time.Hour)
+		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
-			n, err := s.PruneRejected(ctx, retention)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				log.Warn("pruning rejected events failed", "error", err)
-			case n > 0:
-				log.Info("pruned rejected events", "deleted", n, "retention", retention.String())
-			}
+			job(ctx)
 			select {
 			case <-tick.C:
 			case <-ctx.Done():
@@ -334,6 +351,36 @@ func pruneRejected(s *store.Store, retention time.Duration, log *slog.Logger) (s
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// views runs `segment-sink views refresh`.
+func views(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "refresh" {
+		return errors.New("views needs refresh")
+	}
+	cfg, _, err := load(args[1:], getenv, stdout)
+	if err != nil {
+		return err
+	}
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if cfg.AutoMigrate {
+		if _, err := s.MigrateUp(ctx); err != nil {
+			return err
+		}
+	}
+	refreshed, err := s.RefreshEventViews(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range refreshed {
+		fmt.Fprintf(stdout, "%-40s %4d properties  %s\n", v.Name, len(v.Columns), v.Event)
+	}
+	fmt.Fprintf(stdout, "%d event views\n", len(refreshed))
+	return nil
 }
 
 // readiness is ready when every check is.

@@ -61,6 +61,7 @@ type Config struct {
 	TLSCertFile       string
 	TLSKeyFile        string
 	ReadHeaderTimeout time.Duration
+	ViewsRefresh      time.Duration
 }
 
 // Setting describes one setting, for --help and the README.
@@ -96,6 +97,7 @@ func (c *Config) settings() []Setting {
 		{"TLS_CERT_FILE", "tls-cert-file", "serve HTTPS with this certificate (PEM); needs TLS_KEY_FILE", (*stringValue)(&c.TLSCertFile)},
 		{"TLS_KEY_FILE", "tls-key-file", "the private key (PEM) of TLS_CERT_FILE", (*stringValue)(&c.TLSKeyFile)},
 		{"READ_HEADER_TIMEOUT", "read-header-timeout", "how long a client may take to send its request headers (slowloris guard)", (*durationValue)(&c.ReadHeaderTimeout)},
+		{"VIEWS_REFRESH_INTERVAL", "views-refresh-interval", "if above 0, refresh the per-event views (order_completed, …) this often; `segment-sink views refresh` does it once", (*durationValue)(&c.ViewsRefresh)},
 		{"METRICS_ADDR", "metrics-addr", "if set, serve /metrics on this address instead of LISTEN_ADDR", (*stringValue)(&c.MetricsAddr)},
 		{"PPROF_ADDR", "pprof-addr", "if set, serve Go's profiler (/debug/pprof/) on this address; keep it private", (*stringValue)(&c.PprofAddr)},
 	}
@@ -216,6 +218,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 {
 		bad("READ_HEADER_TIMEOUT", "must be above 0, got %s", c.ReadHeaderTimeout)
+	}
+	if c.ViewsRefresh < 0 {
+		bad("VIEWS_REFRESH_INTERVAL", "must not be negative, got %s", c.ViewsRefresh)
 	}
 	if c.RejectedRetention < 0 {
 		bad("REJECTED_RETENTION", "must not be negative, got %s", c.RejectedRetention)
