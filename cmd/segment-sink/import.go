@@ -52,16 +52,11 @@ func importFiles(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	s, err := openStore(ctx, cfg)
+	s, _, err := openMigrated(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if cfg.AutoMigrate {
-		if _, err := s.MigrateUp(ctx); err != nil {
-			return err
-		}
-	}
 
 	var total int64
 	for _, src := range sources {

@@ -114,6 +114,24 @@ func openStore(ctx context.Context, cfg config.Config) (*store.Store, error) {
 	return store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: int32(cfg.PoolSize())})
 }
 
+// openMigrated opens the database and, with AUTO_MIGRATE (the default), applies the pending
+// migrations; it returns how many it applied.
+func openMigrated(ctx context.Context, cfg config.Config) (*store.Store, int, error) {
+	s, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !cfg.AutoMigrate {
+		return s, 0, nil
+	}
+	n, err := s.MigrateUp(ctx)
+	if err != nil {
+		s.Close()
+		return nil, 0, err
+	}
+	return s, n, nil
+}
+
 func migrate(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		return errors.New("migrate needs a direction: up, down or status")
@@ -159,18 +177,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := newLogger(cfg, stderr)
 
-	s, err := openStore(ctx, cfg)
+	s, applied, err := openMigrated(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if cfg.AutoMigrate {
-		n, err := s.MigrateUp(ctx)
-		if err != nil {
-			return err
-		}
-		log.Info("schema migrated", "applied", n)
-	}
+	log.Info("database ready", "migrations_applied", applied, "auto_migrate", cfg.AutoMigrate)
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
@@ -362,16 +374,11 @@ func views(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	s, err := openStore(ctx, cfg)
+	s, _, err := openMigrated(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if cfg.AutoMigrate {
-		if _, err := s.MigrateUp(ctx); err != nil {
-			return err
-		}
-	}
 	refreshed, err := s.RefreshEventViews(ctx)
 	if err != nil {
 		return err
