@@ -97,7 +97,7 @@ ALTER TABLE aliases
     ADD COLUMN context_campaign_content text GENERATED ALWAYS AS (context#>>'{campaign,content}') STORED;
 
 -- users: one row per user_id. traits holds the newest value of every trait across the user's
--- identify calls, and trait_timestamps when each was set (epoch seconds), so that a late, older
+-- identify calls, and trait_timestamps when each was set (Unix microseconds), so that a late, older
 -- identify never overwrites a newer value. first_seen_at and last_seen_at span every event of
 -- the user. The flush that writes the events updates it, in the same transaction.
 CREATE TABLE users (
@@ -121,7 +121,7 @@ CREATE TABLE accounts (
 
 -- segment_sink_merge_traits merges traits set at new_times into traits set at old_times: per
 -- key, the value set last wins (a tie goes to the new one). Both times objects map a trait to
--- the epoch seconds it was set at.
+-- the Unix time in microseconds it was set at.
 -- +goose StatementBegin
 CREATE FUNCTION segment_sink_merge_traits(old_traits jsonb, old_times jsonb, new_traits jsonb, new_times jsonb,
                                           OUT traits jsonb, OUT times jsonb)

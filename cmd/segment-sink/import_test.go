@@ -137,4 +137,19 @@ func TestImportIsolatesARowPostgresRefuses(t *testing.T) {
 	if got := queryInt(t, conn, `SELECT count(*) FROM rejected_events WHERE reason = 'unstorable' AND error LIKE '%events.ndjson:43:%'`); got != 1 {
 		t.Errorf("the refused row is not quarantined with its line:\n%s", out.String())
 	}
+
+	// The fix, then a replay to a running sink: the line lands like a webhook event.
+	if _, err := conn.Exec(context.Background(), `ALTER TABLE tracks DROP CONSTRAINT not_42`); err != nil {
+		t.Fatal(err)
+	}
+	s := startSinkWith(t, map[string]string{"DATABASE_URL": dbURL, "LISTEN_ADDR": "127.0.0.1:0", "LOG_FORMAT": "text"})
+	out = lockedBuffer{}
+	if err := run(context.Background(), []string{"rejected", "replay", "--url", s.url}, func(k string) string {
+		return map[string]string{"DATABASE_URL": dbURL}[k]
+	}, &out, &out); err != nil {
+		t.Fatalf("replay of an imported line: %v\n%s", err, out.String())
+	}
+	if got := queryInt(t, conn, `SELECT count(*) FROM tracks WHERE message_id = 'arch-42'`); got != 1 {
+		t.Errorf("the replayed line is not stored:\n%s", out.String())
+	}
 }

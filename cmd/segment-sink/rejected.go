@@ -103,20 +103,27 @@ func replayRejected(ctx context.Context, s *store.Store, rows []store.StoredReje
 	refused := 0
 	for _, r := range rows {
 		x := r.Rejection
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target+x.Path, bytes.NewReader(x.Body))
-		if err != nil {
-			return err
+		path, contentType := x.Path, x.ContentType
+		if path == "import" {
+			// A line of an archive is one event, read with the webhook's rules.
+			path, contentType = "/webhook", "application/json"
 		}
-		req.Header.Set("Content-Type", x.ContentType)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target+path, bytes.NewReader(x.Body))
+		if err != nil {
+			refused++
+			fmt.Fprintf(w, "#%d cannot be sent to %s%s: %v\n", r.ID, target, path, err)
+			continue
+		}
+		req.Header.Set("Content-Type", contentType)
 		req.Header.Set(httpapi.ReplayHeader, strconv.FormatInt(r.ID, 10))
 		switch {
-		case x.Path == "/webhook" && len(secrets) > 0:
+		case path == "/webhook" && len(secrets) > 0:
 			signed := x.Body
 			if elems, err := event.SplitArray(x.Body); err == nil && len(elems) > 0 {
 				signed = elems[0] // an array is signed over its first element
 			}
 			req.Header.Set("X-Signature", httpapi.Sign(secrets[0], signed))
-		case strings.HasPrefix(x.Path, "/v1/") && len(keys) > 0:
+		case strings.HasPrefix(path, "/v1/") && len(keys) > 0:
 			req.SetBasicAuth(keys[0], "")
 		}
 		resp, err := client.Do(req)

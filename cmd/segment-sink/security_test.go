@@ -75,6 +75,11 @@ func TestTLS(t *testing.T) {
 	if got := queryInt(t, s.db(t), `SELECT count(*) FROM tracks WHERE message_id = 'tls-1'`); got != 1 {
 		t.Errorf("event over TLS not stored")
 	}
+	// The image's HEALTHCHECK speaks TLS when the sink does.
+	tlsEnv := map[string]string{"TLS_CERT_FILE": certFile, "TLS_KEY_FILE": keyFile, "LISTEN_ADDR": strings.TrimPrefix(s.url, "https://")}
+	if err := run(t.Context(), []string{"healthcheck"}, func(k string) string { return tlsEnv[k] }, io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck of a TLS sink: %v", err)
+	}
 	// Plain HTTP on the TLS port gets Go's 400, never the API.
 	if resp, err := http.Get(strings.Replace(s.url, "https://", "http://", 1) + "/healthz"); err == nil {
 		resp.Body.Close()

@@ -285,7 +285,10 @@ func (b *Batcher) flush(batch []*request) {
 	start := time.Now()
 	unchanged, err := b.write(ctx, batch)
 	took := time.Since(start)
-	if b.cfg.Observer != nil {
+	split := errors.Is(err, event.ErrUnstorable) && len(batch) > 1
+	if b.cfg.Observer != nil && !split {
+		// A batch that is split is observed through its halves, so that each event and each
+		// refused one is counted once.
 		b.cfg.Observer.Flushed(countEvents(batch), unchanged, took, err)
 	}
 	if b.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
@@ -293,7 +296,7 @@ func (b *Batcher) flush(batch []*request) {
 			"duration_ms", float64(took.Microseconds())/1000, "waited_ms",
 			float64(start.Sub(batch[0].queued).Microseconds())/1000, "error", err)
 	}
-	if errors.Is(err, event.ErrUnstorable) && len(batch) > 1 {
+	if split {
 		half := len(batch) / 2
 		b.flush(batch[:half])
 		b.flush(batch[half:])

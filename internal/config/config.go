@@ -27,10 +27,12 @@ const (
 	DefaultAckTimeout        = 3 * time.Second
 	DefaultRejectedRetention = 7 * 24 * time.Hour
 	DefaultReadHeaderTimeout = 10 * time.Second
-	DefaultMaxBodyBytes      = 16 << 20
-	DefaultShutdownTimeout   = 15 * time.Second
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "json"
+	// MaxRequestEvents is the most events a tracking API batch may hold (Segment's limit).
+	MaxRequestEvents       = 2500
+	DefaultMaxBodyBytes    = 16 << 20
+	DefaultShutdownTimeout = 15 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
 	// SegmentTimeout is how long Segment waits for an answer before it retries.
 	SegmentTimeout = 5 * time.Second
 )
@@ -186,6 +188,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1 {
 		bad("MAX_BODY_BYTES", "must be at least 1, got %d", c.MaxBodyBytes)
+	}
+	// A request larger than what may wait in memory could only get in while nothing else waits,
+	// which under load is never: the budget must hold the largest request.
+	if c.MaxPendingBytes < c.MaxBodyBytes {
+		bad("MAX_PENDING_BYTES", "must be at least MAX_BODY_BYTES (%d), got %d", c.MaxBodyBytes, c.MaxPendingBytes)
+	}
+	if c.MaxPendingEvents < MaxRequestEvents {
+		bad("MAX_PENDING_EVENTS", "must hold the largest tracking API batch (%d events), got %d", MaxRequestEvents, c.MaxPendingEvents)
 	}
 	if c.AckTimeout <= 0 || c.AckTimeout >= SegmentTimeout {
 		bad("ACK_TIMEOUT", "must be above 0 and under Segment's %s timeout, got %s", SegmentTimeout, c.AckTimeout)

@@ -66,6 +66,8 @@ func TestLoadAndValidateNameTheVariable(t *testing.T) {
 		{"bad level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"bad format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"negative pending", map[string]string{"MAX_PENDING_EVENTS": "-1"}, "MAX_PENDING_EVENTS"},
+		{"budget smaller than a batch", map[string]string{"MAX_PENDING_EVENTS": "100"}, "MAX_PENDING_EVENTS: must hold the largest tracking API batch"},
+		{"budget smaller than a body", map[string]string{"MAX_PENDING_BYTES": "1000"}, "MAX_PENDING_BYTES: must be at least MAX_BODY_BYTES"},
 		{"zero body", map[string]string{"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES"},
 		{"certificate without key", map[string]string{"TLS_CERT_FILE": "cert.pem"}, "TLS_CERT_FILE: and TLS_KEY_FILE must be set together"},
 		{"unreadable certificate", map[string]string{"TLS_CERT_FILE": "/nonexistent.pem", "TLS_KEY_FILE": "/nonexistent.key"}, "TLS_CERT_FILE: cannot load"},

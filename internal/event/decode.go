@@ -291,6 +291,12 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 	if e.MessageID == "" {
 		e.MessageID = deriveMessageID(e.Type, f)
 	}
+	if opts.ClientIP != "" {
+		// After the messageId is derived: a retry from another address is the same event.
+		if ctx, ok := withIP(e.Context, opts.ClientIP); ok {
+			e.Context = ctx
+		}
+	}
 	applyTimestampRule(&e, opts.Now)
 	return e, nil
 }
@@ -298,10 +304,10 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 // applyOptions rewrites the top-level fields as the options say, before validation.
 func applyOptions(f *fields, opts Options) error {
 	if opts.Type != 0 {
-		name := []byte(`"` + opts.Type.String() + `"`)
 		if !f.present(fType) {
-			f.set(fType, name)
-		} else if !bytes.Equal(f.known[fType].value, name) {
+			f.set(fType, []byte(`"`+opts.Type.String()+`"`))
+		} else if given := (member{key: f.known[fType].value}).name(); given != opts.Type.String() {
+			// name() decodes the quoted value, escapes included ("tr\u0061ck" is track).
 			return &FieldError{Field: "type", Reason: "must be " + opts.Type.String() + " at this endpoint"}
 		}
 	}
@@ -332,11 +338,6 @@ func applyOptions(f *fields, opts Options) error {
 		}
 		if !f.has(fSentAt) && b.SentAt != nil {
 			f.set(fSentAt, b.SentAt)
-		}
-	}
-	if opts.ClientIP != "" {
-		if ctx, ok := withIP(f.known[fContext].value, opts.ClientIP); ok {
-			f.set(fContext, ctx)
 		}
 	}
 	return nil
@@ -603,6 +604,19 @@ func ParseTime(s string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// TrimSpace removes JSON's whitespace (space, tab, newline, carriage return) around raw, and
+// nothing else: bytes.TrimSpace would also take \v, \f and Unicode spaces, which JSON forbids.
+func TrimSpace(raw []byte) []byte {
+	isSpace := func(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+	for len(raw) > 0 && isSpace(raw[0]) {
+		raw = raw[1:]
+	}
+	for len(raw) > 0 && isSpace(raw[len(raw)-1]) {
+		raw = raw[:len(raw)-1]
+	}
+	return raw
+}
+
 // SplitArray returns the raw elements of a JSON array, exactly as they appear in raw (Segment
 // signs a batch over the bytes of its first element). Only the array's syntax is checked here;
 // each element is validated when it is decoded.
@@ -613,7 +627,8 @@ func SplitArray(raw []byte) ([][]byte, error) {
 		return nil, &FieldError{Reason: "body must be a JSON array"}
 	}
 	var elems [][]byte
-	err := s.array(1, func(v []byte) { elems = append(elems, v) })
+	// Depth 0: the elements sit at depth 1, as a lone event does.
+	err := s.array(0, func(v []byte) { elems = append(elems, v) })
 	if err == nil {
 		s.skipSpace()
 		if s.pos < len(raw) {

@@ -460,3 +460,35 @@ func TestClientIPFillsContextIP(t *testing.T) {
 		})
 	}
 }
+
+func TestEndpointTypeMayBeEscaped(t *testing.T) {
+	t.Parallel()
+	if _, err := DecodeWith([]byte(`{"type":"tr\u0061ck","userId":"u","event":"E"}`), Options{Now: now, Type: Track}); err != nil {
+		t.Errorf("an escaped type equal to the endpoint's: %v", err)
+	}
+}
+
+func TestArrayElementsNestAsDeepAsALoneEvent(t *testing.T) {
+	t.Parallel()
+	deep := `{"type":"track","userId":"u","event":"E","properties":` + strings.Repeat(`{"a":`, MaxDepth-1) + `1` + strings.Repeat(`}`, MaxDepth-1) + `}`
+	if _, err := Decode([]byte(deep), now); err != nil {
+		t.Fatalf("alone: %v", err)
+	}
+	elems, err := SplitArray([]byte("[" + deep + "]"))
+	if err != nil || len(elems) != 1 {
+		t.Errorf("in an array: %v", err)
+	}
+}
+
+func TestTrimSpaceKeepsNonJSONWhitespace(t *testing.T) {
+	t.Parallel()
+	if got := string(TrimSpace([]byte(" \t\r\n[1]\n "))); got != "[1]" {
+		t.Errorf("TrimSpace = %q", got)
+	}
+	if got := string(TrimSpace([]byte("\v[1]\u00a0"))); got != "\v[1]\u00a0" {
+		t.Errorf("TrimSpace took non-JSON whitespace: %q", got)
+	}
+	if _, err := SplitArray([]byte("\v[1]")); err == nil {
+		t.Error("an array after a vertical tab is not JSON")
+	}
+}

@@ -66,7 +66,7 @@ func (s *Server) webhook(c *gin.Context) {
 // body for an object, over the exact bytes of the first element for an array (Segment signs
 // batches that way).
 func (s *Server) webhookEvents(body []byte, signature string) (raws [][]byte, isArray bool, err error) {
-	trimmed := bytes.TrimSpace(body)
+	trimmed := event.TrimSpace(body)
 	if len(trimmed) == 0 || trimmed[0] != '[' {
 		if err := s.mac.verify(signature, body); err != nil {
 			return nil, false, err

@@ -24,7 +24,8 @@ ON CONFLICT (%[2]s) DO UPDATE SET
     first_seen_at = least(p.first_seen_at, excluded.first_seen_at),
     last_seen_at = greatest(p.last_seen_at, excluded.last_seen_at),
     updated_at = now()
-WHERE excluded.traits <> '{}' OR excluded.first_seen_at < p.first_seen_at OR excluded.last_seen_at > p.last_seen_at`
+WHERE NOT (p.traits @> excluded.traits AND p.trait_timestamps @> excluded.trait_timestamps)
+   OR excluded.first_seen_at < p.first_seen_at OR excluded.last_seen_at > p.last_seen_at`
 
 var (
 	usersUpsert    = fmtProfile("users", "user_id")

@@ -176,6 +176,14 @@ func TestRedeliveryDoesNotRewriteButChangeDoes(t *testing.T) {
 		}
 		at1, x1 := loadedAt()
 
+		// The very same event again: neither its row nor the user's is rewritten.
+		if _, err := s.Write(ctx, []event.Event{decode(t, original)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(t, conn, `SELECT count(*) FROM users WHERE user_id = 'u' AND xmin::text::bigint = $1`, x1); got != 1 {
+			t.Errorf("an identical redelivery rewrote the users row")
+		}
+
 		// A redelivery, even sent later with another sentAt and received at another time, is the
 		// same event: the row is not touched.
 		retry, err := event.Decode([]byte(`{"type":"identify","messageId":"m","userId":"u","traits":{"a":1},"sentAt":"2024-05-01T12:00:00Z"}`), t0.Add(time.Minute))

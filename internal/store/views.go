@@ -56,6 +56,10 @@ func (s *Store) RefreshEventViews(ctx context.Context) ([]EventView, error) {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('segment-sink event views'))`); err != nil {
 			return fmt.Errorf("lock event views: %w", err)
 		}
+		// quoteLiteral relies on it: event names and property keys come from senders.
+		if _, err := tx.Exec(ctx, `SET LOCAL standard_conforming_strings = on`); err != nil {
+			return fmt.Errorf("set standard_conforming_strings: %w", err)
+		}
 		events, err := eventProperties(ctx, tx)
 		if err != nil {
 			return err
@@ -284,8 +288,9 @@ func uniqueName(name, original string, taken map[string]bool) string {
 
 func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings is on by default
-// since PostgreSQL 9.1; text never holds NUL here, validation refuses it).
+// quoteLiteral quotes s as an SQL string literal; RefreshEventViews turns
+// standard_conforming_strings on for its transaction, so a backslash is an ordinary character
+// (text never holds NUL here: validation refuses it).
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
