@@ -315,7 +315,8 @@ func applyOptions(f *fields, opts Options) error {
 		f.other = slices.DeleteFunc(f.other, func(m member) bool { return m.name() == "writeKey" })
 		f.known[fReceivedAt] = member{} // the sink's clock, not the client's
 		if !f.has(fOriginalTimestamp) && f.has(fTimestamp) {
-			f.set(fOriginalTimestamp, f.known[fTimestamp].value)
+			// Relabelled under the field name the client used, so that an error names it.
+			f.known[fOriginalTimestamp] = f.known[fTimestamp]
 			f.known[fTimestamp] = member{}
 		}
 	}
@@ -494,7 +495,11 @@ type decoder struct {
 
 func (d *decoder) fail(i int, reason string) {
 	if d.err == nil {
+		// The key as sent: a client's timestamp is read as originalTimestamp (Collect).
 		d.err = &FieldError{Field: fieldNames[i], Reason: reason}
+		if d.f.known[i].key != nil {
+			d.err.Field = d.f.known[i].name()
+		}
 	}
 }
 

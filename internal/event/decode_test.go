@@ -364,6 +364,7 @@ func TestDecodeWithTrackingAPIRules(t *testing.T) {
 	}{
 		{"another type than the endpoint's", `{"type":"page","userId":"u"}`, Options{Type: Track}, "type"},
 		{"event context not an object under an envelope", `{"type":"track","userId":"u","event":"E","context":"x"}`, Options{Batch: envelope}, "context"},
+		{"a bad client timestamp is named as sent", `{"type":"track","userId":"u","event":"E","timestamp":"soon"}`, Options{Collect: true}, "timestamp"},
 	}
 	for _, tt := range invalid {
 		t.Run(tt.name, func(t *testing.T) {
