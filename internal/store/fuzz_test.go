@@ -16,7 +16,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/segment-sink/segment-sink/internal/dbtest"
 	"github.com/segment-sink/segment-sink/internal/event"
 	"github.com/segment-sink/segment-sink/internal/store"
 )
@@ -31,18 +30,8 @@ func FuzzStoreRoundTrip(f *testing.F) {
 			f.Add(raw)
 		}
 	}
-	url := dbtest.New(f)
+	s, conn := openWith(f, store.Options{})
 	ctx := context.Background()
-	s, err := store.Open(ctx, url, store.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(s.Close)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { conn.Close(context.Background()) })
 
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, raw []byte) {

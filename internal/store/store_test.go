@@ -45,7 +45,7 @@ func open(t *testing.T) (*store.Store, *pgx.Conn) {
 	return openWith(t, store.Options{})
 }
 
-func openWith(t *testing.T, opts store.Options) (*store.Store, *pgx.Conn) {
+func openWith(t testing.TB, opts store.Options) (*store.Store, *pgx.Conn) {
 	t.Helper()
 	url := dbtest.New(t)
 	ctx := context.Background()
