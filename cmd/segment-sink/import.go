@@ -14,7 +14,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/segment-sink/segment-sink/internal/backfill"
-	"github.com/segment-sink/segment-sink/internal/config"
 )
 
 // maxReportedLines is how many invalid lines are printed one by one; the summary counts all.
@@ -27,16 +26,13 @@ func importFiles(ctx context.Context, args []string, getenv func(string) string,
 		batchSize int
 		writers   int
 	)
-	cfg, paths, err := config.Load(args, getenv, "segment-sink import", stdout, func(fs *flag.FlagSet) {
+	cfg, paths, err := load(args, getenv, stdout, func(fs *flag.FlagSet) {
 		fs.BoolVar(&strict, "strict", false, "stop at the first invalid line")
 		fs.IntVar(&batchSize, "batch-size", 2000, "events per transaction")
 		fs.IntVar(&writers, "writers", 2, "transactions written at once")
 	})
 	if err != nil {
 		return err
-	}
-	if cfg.DatabaseURL == "" {
-		return errors.New("DATABASE_URL: is required (or --database-url)")
 	}
 	if os.Getenv("GOGC") == "" {
 		// A long batch job: the server's GOGC of 400 would let the heap grow five times over the

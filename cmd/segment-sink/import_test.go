@@ -153,3 +153,19 @@ func TestImportIsolatesARowPostgresRefuses(t *testing.T) {
 		t.Errorf("the replayed line is not stored:\n%s", out.String())
 	}
 }
+
+func TestImportAndRejectedValidateTheirSettings(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"import", "x.ndjson"}, {"rejected", "list"}} {
+		err := run(context.Background(), args, func(string) string { return "" }, &lockedBuffer{}, &lockedBuffer{})
+		if err == nil || !strings.Contains(err.Error(), "DATABASE_URL: is required") {
+			t.Errorf("%v without DATABASE_URL = %v", args, err)
+		}
+		err = run(context.Background(), args, func(k string) string {
+			return map[string]string{"DATABASE_URL": "postgres://x", "ACK_TIMEOUT": "9s"}[k]
+		}, &lockedBuffer{}, &lockedBuffer{})
+		if err == nil || !strings.Contains(err.Error(), "ACK_TIMEOUT") {
+			t.Errorf("%v with a bad ACK_TIMEOUT = %v", args, err)
+		}
+	}
+}

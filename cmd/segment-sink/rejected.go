@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/segment-sink/segment-sink/internal/config"
 	"github.com/segment-sink/segment-sink/internal/event"
 	"github.com/segment-sink/segment-sink/internal/httpapi"
 	"github.com/segment-sink/segment-sink/internal/store"
@@ -33,7 +32,7 @@ func rejected(ctx context.Context, args []string, getenv func(string) string, st
 		ids    string
 		target string
 	)
-	cfg, _, err := config.Load(args[1:], getenv, "segment-sink rejected "+action, stdout, func(fs *flag.FlagSet) {
+	cfg, _, err := load(args[1:], getenv, stdout, func(fs *flag.FlagSet) {
 		fs.BoolVar(&all, "all", false, "include requests already replayed")
 		fs.IntVar(&limit, "limit", 100, "show or replay at most this many, newest first")
 		fs.StringVar(&ids, "id", "", "comma-separated ids to replay or show (default: every one not yet replayed)")
@@ -41,9 +40,6 @@ func rejected(ctx context.Context, args []string, getenv func(string) string, st
 	})
 	if err != nil {
 		return err
-	}
-	if cfg.DatabaseURL == "" {
-		return errors.New("DATABASE_URL: is required (or --database-url)")
 	}
 	filter := store.RejectedFilter{IncludeReplayed: all, Limit: limit}
 	for _, id := range strings.Split(ids, ",") {

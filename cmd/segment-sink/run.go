@@ -84,9 +84,9 @@ func usage(w io.Writer) {
 	config.Usage(w)
 }
 
-// load reads and validates the configuration.
-func load(args []string, getenv func(string) string, stdout io.Writer) (config.Config, []string, error) {
-	cfg, rest, err := config.Load(args, getenv, "segment-sink", stdout)
+// load reads and validates the configuration; extra adds a command's own flags.
+func load(args []string, getenv func(string) string, stdout io.Writer, extra ...func(*flag.FlagSet)) (config.Config, []string, error) {
+	cfg, rest, err := config.Load(args, getenv, "segment-sink", stdout, extra...)
 	if errors.Is(err, flag.ErrHelp) {
 		usage(stdout)
 		return cfg, nil, err

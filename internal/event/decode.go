@@ -312,7 +312,9 @@ func applyOptions(f *fields, opts Options) error {
 		}
 	}
 	if opts.Collect {
-		f.other = slices.DeleteFunc(f.other, func(m member) bool { return m.name() == "writeKey" })
+		f.other = slices.DeleteFunc(f.other, func(m member) bool {
+			return string(m.key) == `"writeKey"` || bytes.IndexByte(m.key, '\\') >= 0 && m.name() == "writeKey"
+		})
 		f.known[fReceivedAt] = member{} // the sink's clock, not the client's
 		if !f.has(fOriginalTimestamp) && f.has(fTimestamp) {
 			// Relabelled under the field name the client used, so that an error names it.

@@ -326,6 +326,14 @@ func TestDecodeWithTrackingAPIRules(t *testing.T) {
 			},
 		},
 		{
+			name: "an escaped writeKey is not stored either",
+			raw:  `{"type":"identify","userId":"u","writ\u0065Key":"k","channel":"server"}`,
+			opts: Options{Collect: true},
+			check: func(t *testing.T, e Event) {
+				assertJSON(t, "extra", e.Extra, `{"channel":"server"}`)
+			},
+		},
+		{
 			name: "batch envelope merged under the event",
 			raw:  `{"type":"track","userId":"u","event":"E","context":{"ip":"1.1.1.1"},"timestamp":"2024-05-01T11:59:40Z"}`,
 			opts: Options{Collect: true, Batch: envelope},

@@ -49,11 +49,14 @@ func (s *Server) trackOne(t event.Type) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		var key struct {
-			WriteKey string `json:"writeKey"`
+		keyInBody := func() string {
+			var key struct {
+				WriteKey string `json:"writeKey"`
+			}
+			_ = json.Unmarshal(body, &key) // a malformed body is reported by the decoder below
+			return key.WriteKey
 		}
-		_ = json.Unmarshal(body, &key) // a malformed body is reported by the decoder below
-		if err := s.authorize(c, key.WriteKey); err != nil {
+		if err := s.authorize(c, keyInBody); err != nil {
 			s.fail(c, err)
 			return
 		}
@@ -94,9 +97,12 @@ func (s *Server) trackBatch(c *gin.Context) {
 		s.fail(c, fmt.Errorf("%w: the body must be a JSON object with a batch array: %v", errBadBody, err))
 		return
 	}
-	var writeKey string
-	_ = json.Unmarshal(envelope.WriteKey, &writeKey)
-	if err := s.authorize(c, writeKey); err != nil {
+	keyInBody := func() string {
+		var key string
+		_ = json.Unmarshal(envelope.WriteKey, &key)
+		return key
+	}
+	if err := s.authorize(c, keyInBody); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -210,14 +216,15 @@ func batchEnvelope(context, integrations, sentAt json.RawMessage) (*event.Envelo
 }
 
 // authorize checks the write key: the HTTP Basic user name (the SDKs' way), else the body's
-// writeKey. Every configured key is compared in constant time.
-func (s *Server) authorize(c *gin.Context, bodyKey string) error {
+// writeKey, which keyInBody reads only when needed (parsing a body for it costs a full pass).
+// Every configured key is compared in constant time.
+func (s *Server) authorize(c *gin.Context, keyInBody func() string) error {
 	if len(s.writeKeys) == 0 {
 		return nil // the API is open on purpose; trackingEnabled closed it otherwise
 	}
-	key := bodyKey
-	if user, _, ok := c.Request.BasicAuth(); ok {
-		key = user
+	key, _, ok := c.Request.BasicAuth()
+	if !ok {
+		key = keyInBody()
 	}
 	if key == "" {
 		return fmt.Errorf("%w: missing write key: send it as the HTTP Basic user name, or as writeKey in the body", errUnauthorized)
