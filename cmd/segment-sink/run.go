@@ -192,6 +192,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxEvents:        cfg.BatchMaxEvents,
 		MaxWait:          cfg.BatchMaxWait,
 		Flushers:         cfg.FlushWorkers,
+		JoinAt:           batcher.DefaultJoinAt,
 		MaxPendingEvents: cfg.MaxPendingEvents,
 		MaxPendingBytes:  cfg.MaxPendingBytes,
 		// Nobody waits for a flush longer than a request waits for its commit.

@@ -38,6 +38,9 @@ type Config struct {
 	MaxWait time.Duration
 	// Flushers is how many flushes may run at once, each on its own database connection.
 	Flushers int
+	// JoinAt is how many events must wait before a flush starts while another one is running;
+	// a flush starts for any event when none is running. 0 means 1. See DefaultJoinAt.
+	JoinAt int
 	// MaxPendingEvents and MaxPendingBytes bound the events held in memory, waiting or being
 	// written.
 	MaxPendingEvents int
@@ -59,6 +62,15 @@ func (c *Config) validate() error {
 	return nil
 }
 
+// DefaultJoinAt is the JoinAt the sink runs with. Every flush has a fixed cost (in PostgreSQL
+// about 300 µs, against 35 µs per event, measured on 2 cores); with every free flusher starting
+// at once, a third of the flushes of single-event webhooks held one event. Measured with
+// sinkbench (64 connections, single events, 2 flushers, runs alternated): 32 gave 8-9% more
+// events/s than starting at once and 17% less PostgreSQL CPU per event; 16 gave 7%; 64, which
+// is one flush at a time here, gave nothing. Requests of 32 events or more (batches, imports)
+// still flush side by side as before.
+const DefaultJoinAt = 32
+
 // Batcher groups the events of concurrent requests into flushes.
 type Batcher struct {
 	cfg Config
@@ -66,6 +78,8 @@ type Batcher struct {
 
 	mu            sync.Mutex
 	queue         []*request
+	queuedEvents  int // in queue
+	flushing      int // flushes running
 	pendingEvents int // waiting or being written
 	pendingBytes  int64
 	closed        bool
@@ -119,6 +133,7 @@ func (b *Batcher) Submit(ctx context.Context, events []event.Event) error {
 	b.pendingEvents += len(events)
 	b.pendingBytes += r.bytes
 	b.queue = append(b.queue, r)
+	b.queuedEvents += len(events)
 	b.mu.Unlock()
 	b.signal()
 
@@ -193,8 +208,8 @@ func (b *Batcher) next() ([]*request, bool) {
 	for {
 		b.mu.Lock()
 		b.dropAbandoned()
-		if len(b.queue) == 0 {
-			closed := b.closed
+		if len(b.queue) == 0 || b.waitForMore() {
+			closed := b.closed && len(b.queue) == 0
 			b.mu.Unlock()
 			if closed {
 				return nil, false
@@ -224,7 +239,11 @@ func (b *Batcher) next() ([]*request, bool) {
 		batch := make([]*request, n)
 		copy(batch, b.queue)
 		b.queue = append(b.queue[:0], b.queue[n:]...)
+		b.queuedEvents -= events
 		more := len(b.queue) > 0
+		if n > 0 {
+			b.flushing++
+		}
 		b.mu.Unlock()
 		if more {
 			b.signal() // another flusher can start on the rest
@@ -233,6 +252,14 @@ func (b *Batcher) next() ([]*request, bool) {
 			return batch, true
 		}
 	}
+}
+
+// waitForMore says whether a free flusher should leave the queue to a running flush for now:
+// while one runs, a second one starts only once JoinAt events wait, so that the flushes that run
+// side by side are worth their fixed cost. The running flusher takes the queue when it is done.
+// b.mu must be held.
+func (b *Batcher) waitForMore() bool {
+	return b.flushing > 0 && !b.closed && b.queuedEvents < b.cfg.JoinAt
 }
 
 // lingerFor says how long to wait for the queue to fill: only with MaxWait set, while the
@@ -257,6 +284,7 @@ func (b *Batcher) dropAbandoned() {
 	kept := b.queue[:0]
 	for _, r := range b.queue {
 		if r.ctx.Err() != nil {
+			b.queuedEvents -= len(r.events)
 			b.pendingEvents -= len(r.events)
 			b.pendingBytes -= r.bytes
 			continue
@@ -269,6 +297,7 @@ func (b *Batcher) dropAbandoned() {
 
 func (b *Batcher) release(batch []*request) {
 	b.mu.Lock()
+	b.flushing--
 	for _, r := range batch {
 		b.pendingEvents -= len(r.events)
 		b.pendingBytes -= r.bytes

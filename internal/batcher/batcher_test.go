@@ -154,6 +154,56 @@ func TestConcurrentRequestsShareFlushes(t *testing.T) {
 	}
 }
 
+// While a flush runs, a free flusher leaves a few waiting events to it and starts a flush of its
+// own only once JoinAt events wait.
+func TestASecondFlushWaitsForJoinAtEvents(t *testing.T) {
+	t.Parallel()
+	const joinAt = 5
+	b, g, conn := setup(t, batcher.Config{Flushers: 2, JoinAt: joinAt})
+	ctx := context.Background()
+	errs := make(chan error, joinAt+1)
+	submit := func(id string) {
+		e := track(t, id)
+		go func() { errs <- b.Submit(ctx, []event.Event{e}) }()
+	}
+	submit("first") // no flush runs: the first flusher takes it at once, and is held at the gate
+	waitFor(t, "the first flush", func() bool { return g.writes.Load() == 1 })
+	for i := range joinAt - 1 {
+		submit(fmt.Sprint("m", i))
+	}
+	waitFor(t, "requests to queue", func() bool { p, _ := b.Pending(); return p == joinAt })
+	time.Sleep(100 * time.Millisecond)
+	if w := g.writes.Load(); w != 1 {
+		t.Fatalf("%d events waiting, fewer than JoinAt=%d, started a second flush (%d flushes)", joinAt-1, joinAt, w)
+	}
+	submit("last")
+	waitFor(t, "a second flush once JoinAt events wait", func() bool { return g.writes.Load() == 2 })
+	g.open()
+	for range joinAt + 1 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, w := rows(t, conn), g.writes.Load(); got != joinAt+1 || w != 2 {
+		t.Errorf("rows = %d in %d flushes, want %d in 2", got, w, joinAt+1)
+	}
+}
+
+// When no flush runs, one event is written at once, however large JoinAt is.
+func TestALoneEventIgnoresJoinAt(t *testing.T) {
+	t.Parallel()
+	b, g, conn := setup(t, batcher.Config{Flushers: 2, JoinAt: 1000})
+	g.open()
+	for i := range 3 {
+		if err := b.Submit(context.Background(), []event.Event{track(t, fmt.Sprint("m", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, w := rows(t, conn), g.writes.Load(); got != 3 || w != 3 {
+		t.Errorf("rows = %d in %d flushes, want 3 in 3", got, w)
+	}
+}
+
 func TestFlushesAreCappedAtMaxEvents(t *testing.T) {
 	t.Parallel()
 	b, g, conn := setup(t, batcher.Config{Flushers: 1, MaxEvents: 10})
