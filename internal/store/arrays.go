@@ -2,105 +2,131 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/segment-sink/segment-sink/internal/event"
 )
 
-// columnTypes are the SQL types of the event tables' columns, for unnest's array parameters.
-var columnTypes = map[string]string{
-	"message_id": "text", "user_id": "text", "anonymous_id": "text", "timestamp": "timestamptz",
-	"original_timestamp": "timestamptz", "sent_at": "timestamptz", "received_at": "timestamptz",
-	"context": "jsonb", "integrations": "jsonb", "extra": "jsonb", "event": "text", "properties": "jsonb",
-	"traits": "jsonb", "name": "text", "category": "text", "group_id": "text", "previous_id": "text",
+// statement is one of the statements a flush runs, prepared once per connection under name.
+type statement struct {
+	name, sql string
+	// what it writes, for errors.
+	what string
+	// events says whether the rows it changes are events (counted by Write), not users or accounts.
+	events bool
 }
+
+// queued is a statement with its parameters, params.ends[from:to].
+type queued struct {
+	*statement
+	from, to int
+}
+
+// flush is the statements of one flush and their encoded parameters.
+type flush struct {
+	params
+	queued []queued
+}
+
+var flushes = sync.Pool{New: func() any { return new(flush) }}
+
+func getFlush() *flush {
+	f := flushes.Get().(*flush)
+	f.reset()
+	f.queued = f.queued[:0]
+	return f
+}
+
+// queue adds a statement whose parameters were encoded since the last one.
+func (f *flush) queue(s *statement) {
+	from := 0
+	if n := len(f.queued); n > 0 {
+		from = f.queued[n-1].to
+	}
+	f.queued = append(f.queued, queued{statement: s, from: from, to: len(f.ends)})
+}
+
+// run sends every queued statement in one round trip on conn, which runs them in one
+// transaction (the open one, or an implicit one), and returns the event rows inserted or changed.
+func (f *flush) run(ctx context.Context, conn *pgx.Conn) (changed int64, err error) {
+	values := f.values()
+	batch := &pgconn.Batch{}
+	for _, q := range f.queued {
+		// Prepared on the connection's first flush, then taken from pgx's cache by name.
+		sd, err := conn.Prepare(ctx, q.name, q.sql)
+		if err != nil {
+			return 0, fmt.Errorf("prepare %s: %w", q.what, err)
+		}
+		batch.ExecStatement(sd, values[q.from:q.to], binaryFormat, nil)
+	}
+	results := conn.PgConn().ExecBatch(ctx, batch)
+	for i := 0; results.NextResult(); i++ {
+		tag, err := results.ResultReader().Close()
+		if err != nil {
+			results.Close()
+			return 0, fmt.Errorf("%s: %w", f.queued[i].what, err)
+		}
+		if f.queued[i].events {
+			changed += tag.RowsAffected()
+		}
+	}
+	return changed, results.Close()
+}
+
+// binaryFormat says every parameter is in binary format.
+var binaryFormat = []int16{pgtype.BinaryFormatCode}
 
 // writeArrays writes the rows in one round trip: one upsert per table, each reading its rows
 // from array parameters with unnest, all in one pipelined batch, which PostgreSQL runs as one
 // implicit transaction. Rows arrive sorted by type (collapse sorts them). It returns the rows
 // inserted or changed.
 func (s *Store) writeArrays(ctx context.Context, rows []*event.Event) (changed int64, err error) {
-	batch := &pgx.Batch{}
-	var tables []event.Type
+	f := getFlush()
+	defer flushes.Put(f)
 	for start := 0; start < len(rows); {
 		t := rows[start].Type
 		end := start
 		for end < len(rows) && rows[end].Type == t {
 			end++
 		}
-		batch.Queue(arrayUpsert[t], arrays(t, rows[start:end])...)
-		tables = append(tables, t)
+		f.eventArrays(t, rows[start:end])
+		f.queue(arrayUpsert[t])
 		start = end
 	}
-	profiles := queueProfiles(batch, rows)
-	results := s.pool.SendBatch(ctx, batch)
-	for _, t := range tables {
-		tag, err := results.Exec()
-		if err != nil {
-			results.Close()
-			return 0, fmt.Errorf("upsert %s: %w", t.Table(), err)
-		}
-		changed += tag.RowsAffected()
+	f.queueProfiles(rows)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, err
 	}
-	for range profiles {
-		if _, err := results.Exec(); err != nil {
-			results.Close()
-			return 0, fmt.Errorf("update users and accounts: %w", err)
-		}
-	}
-	return changed, results.Close()
+	defer conn.Release()
+	return f.run(ctx, conn.Conn())
 }
 
-// arrays turns rows of one type into one array per column of its table.
-func arrays(t event.Type, rows []*event.Event) []any {
-	n := len(rows)
-	ids := make([]string, n)
-	users, anons := make([]pgtype.Text, n), make([]pgtype.Text, n)
-	ts, recv := make([]time.Time, n), make([]time.Time, n)
-	orig, sent := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
-	ctxs, integs, extras := make([]json.RawMessage, n), make([]json.RawMessage, n), make([]json.RawMessage, n)
-	for i, e := range rows {
-		ids[i] = e.MessageID
-		users[i] = pgtype.Text{String: e.UserID, Valid: e.UserID != ""}
-		anons[i] = pgtype.Text{String: e.AnonymousID, Valid: e.AnonymousID != ""}
-		ts[i], recv[i] = e.Timestamp, e.ReceivedAt
-		orig[i] = pgtype.Timestamptz{Time: e.OriginalTimestamp, Valid: !e.OriginalTimestamp.IsZero()}
-		sent[i] = pgtype.Timestamptz{Time: e.SentAt, Valid: !e.SentAt.IsZero()}
-		ctxs[i], integs[i], extras[i] = e.Context, e.Integrations, e.Extra
-	}
-	out := []any{ids, users, anons, ts, orig, sent, recv, ctxs, integs, extras}
-	texts := func(get func(*event.Event) string) []pgtype.Text {
-		v := make([]pgtype.Text, n)
-		for i, e := range rows {
-			s := get(e)
-			v[i] = pgtype.Text{String: s, Valid: s != ""}
+// eventArrays encodes rows of one type as one array per column of its table.
+func (p *params) eventArrays(t event.Type, rows []*event.Event) {
+	for _, c := range tableColumns[t] {
+		switch {
+		case c.text != nil:
+			p.array(textOID, len(rows))
+			for _, e := range rows {
+				p.text(c.text(e))
+			}
+		case c.time != nil:
+			p.array(timestamptzOID, len(rows))
+			for _, e := range rows {
+				p.time(c.time(e))
+			}
+		default:
+			p.array(jsonbOID, len(rows))
+			for _, e := range rows {
+				p.json(c.json(e))
+			}
 		}
-		return v
+		p.end()
 	}
-	raws := func(get func(*event.Event) json.RawMessage) []json.RawMessage {
-		v := make([]json.RawMessage, n)
-		for i, e := range rows {
-			v[i] = get(e)
-		}
-		return v
-	}
-	switch t {
-	case event.Track:
-		out = append(out, texts(func(e *event.Event) string { return e.Event }), raws(func(e *event.Event) json.RawMessage { return e.Properties }))
-	case event.Identify:
-		out = append(out, raws(func(e *event.Event) json.RawMessage { return e.Traits }))
-	case event.Page, event.Screen:
-		out = append(out, texts(func(e *event.Event) string { return e.Name }), texts(func(e *event.Event) string { return e.Category }),
-			raws(func(e *event.Event) json.RawMessage { return e.Properties }))
-	case event.Group:
-		out = append(out, texts(func(e *event.Event) string { return e.GroupID }), raws(func(e *event.Event) json.RawMessage { return e.Traits }))
-	case event.Alias:
-		out = append(out, texts(func(e *event.Event) string { return e.PreviousID }))
-	}
-	return out
 }

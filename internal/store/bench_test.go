@@ -26,20 +26,25 @@ func flushOf(b *testing.B, n int) []event.Event {
 	return events
 }
 
-// BenchmarkBuildArrays measures turning a 64-event flush into array parameters (small flushes).
+// BenchmarkBuildArrays measures turning a 64-event flush into array parameters, users and
+// accounts included (small flushes).
 func BenchmarkBuildArrays(b *testing.B) {
 	events := flushOf(b, 64)
 	b.ReportAllocs()
 	for b.Loop() {
 		rows := collapse(events)
+		f := getFlush()
 		for start := 0; start < len(rows); {
 			end := start
 			for end < len(rows) && rows[end].Type == rows[start].Type {
 				end++
 			}
-			_ = arrays(rows[start].Type, rows[start:end])
+			f.eventArrays(rows[start].Type, rows[start:end])
 			start = end
 		}
+		f.queueProfiles(rows)
+		_ = f.values()
+		flushes.Put(f)
 	}
 }
 

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/segment-sink/segment-sink/internal/event"
 )
 
@@ -32,8 +30,9 @@ var (
 	accountsUpsert = fmtProfile("accounts", "group_id")
 )
 
-func fmtProfile(table, key string) string {
-	return strings.NewReplacer("%[1]s", table, "%[2]s", key).Replace(profileUpsert)
+func fmtProfile(table, key string) *statement {
+	return &statement{name: "segment_sink_" + table, what: "update " + table,
+		sql: strings.NewReplacer("%[1]s", table, "%[2]s", key).Replace(profileUpsert)}
 }
 
 // profile is what one flush says about one user or account.
@@ -95,18 +94,35 @@ func profiles(rows []*event.Event) (users, accounts map[string]*profile) {
 	return users, accounts
 }
 
-// profileArrays turns profiles into the upsert's array parameters, ordered by id so that
+// profileArrays encodes profiles as the upsert's array parameters, ordered by id so that
 // concurrent flushes lock rows in the same order.
-func profileArrays(m map[string]*profile) []any {
+func (p *params) profileArrays(m map[string]*profile) {
 	ids := slices.Sorted(maps.Keys(m))
-	traits, times := make([]json.RawMessage, len(ids)), make([]json.RawMessage, len(ids))
-	first, last := make([]time.Time, len(ids)), make([]time.Time, len(ids))
-	for i, id := range ids {
-		p := m[id]
-		traits[i], times[i] = objectOf(p.traits), timesOf(p.times)
-		first[i], last[i] = p.first, p.last
+	p.array(textOID, len(ids))
+	for _, id := range ids {
+		p.text(id)
 	}
-	return []any{ids, traits, times, first, last}
+	p.end()
+	p.array(jsonbOID, len(ids))
+	for _, id := range ids {
+		p.json(objectOf(m[id].traits))
+	}
+	p.end()
+	p.array(jsonbOID, len(ids))
+	for _, id := range ids {
+		p.json(timesOf(m[id].times))
+	}
+	p.end()
+	p.array(timestamptzOID, len(ids))
+	for _, id := range ids {
+		p.time(m[id].first)
+	}
+	p.end()
+	p.array(timestamptzOID, len(ids))
+	for _, id := range ids {
+		p.time(m[id].last)
+	}
+	p.end()
 }
 
 func objectOf(m map[string]json.RawMessage) json.RawMessage {
@@ -134,18 +150,15 @@ func timesOf(m map[string]int64) json.RawMessage {
 	return append(b, '}')
 }
 
-// queueProfiles adds the users and accounts upserts for rows to batch and returns how many
-// statements it queued.
-func queueProfiles(batch *pgx.Batch, rows []*event.Event) int {
+// queueProfiles queues the users and accounts upserts for rows, if they have any.
+func (f *flush) queueProfiles(rows []*event.Event) {
 	users, accounts := profiles(rows)
-	n := 0
 	if len(users) > 0 {
-		batch.Queue(usersUpsert, profileArrays(users)...)
-		n++
+		f.profileArrays(users)
+		f.queue(usersUpsert)
 	}
 	if len(accounts) > 0 {
-		batch.Queue(accountsUpsert, profileArrays(accounts)...)
-		n++
+		f.profileArrays(accounts)
+		f.queue(accountsUpsert)
 	}
-	return n
 }

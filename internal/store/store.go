@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -107,67 +106,26 @@ func (s *Store) Ready(ctx context.Context) error {
 // visits temporary tables).
 const stageTable = "segment_sink_stage"
 
-// stageColumns are the staging table's columns, in COPY order. kind is the event.Type.
-var stageColumns = []string{
-	"kind", "message_id", "user_id", "anonymous_id", "timestamp", "original_timestamp", "sent_at",
-	"received_at", "context", "integrations", "extra", "event", "properties", "traits", "name",
-	"category", "group_id", "previous_id",
-}
-
 func createStagingTable(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS `+stageTable+` (
-		kind smallint NOT NULL, message_id text NOT NULL, user_id text, anonymous_id text,
-		"timestamp" timestamptz, original_timestamp timestamptz, sent_at timestamptz,
-		received_at timestamptz, context jsonb, integrations jsonb, extra jsonb, event text,
-		properties jsonb, traits jsonb, name text, category text, group_id text, previous_id text
-	) ON COMMIT DELETE ROWS`)
+	defs := []string{"kind smallint NOT NULL"}
+	for _, c := range columns {
+		defs = append(defs, pgx.Identifier{c.name}.Sanitize()+" "+c.sqlType())
+	}
+	_, err := conn.Exec(ctx, "CREATE TEMP TABLE IF NOT EXISTS "+stageTable+" ("+strings.Join(defs, ", ")+") ON COMMIT DELETE ROWS")
 	if err != nil {
 		return fmt.Errorf("create staging table: %w", err)
 	}
 	return nil
 }
 
-// commonColumns are in every event table and written by every upsert.
-var commonColumns = []string{
-	"message_id", "user_id", "anonymous_id", "timestamp", "original_timestamp", "sent_at",
-	"received_at", "context", "integrations", "extra",
-}
-
-// typeColumns are the columns only one event type has.
-var typeColumns = map[event.Type][]string{
-	event.Track:    {"event", "properties"},
-	event.Identify: {"traits"},
-	event.Page:     {"name", "category", "properties"},
-	event.Screen:   {"name", "category", "properties"},
-	event.Group:    {"group_id", "traits"},
-	event.Alias:    {"previous_id"},
-}
-
-// TableColumns returns the columns of an event type's table that RowValues fills, in order.
-// It is for tools that write the tables directly, such as the benchmark's baselines.
-func TableColumns(t event.Type) []string {
-	return append(slices.Clone(commonColumns), typeColumns[t]...)
-}
-
-// RowValues returns an event's values in TableColumns order, with absent fields as NULL.
-func RowValues(e *event.Event) []any {
-	row := []any{e.MessageID, text(e.UserID), text(e.AnonymousID), e.Timestamp, timestamp(e.OriginalTimestamp),
-		timestamp(e.SentAt), e.ReceivedAt, jsonb(e.Context), jsonb(e.Integrations), jsonb(e.Extra)}
-	switch e.Type {
-	case event.Track:
-		row = append(row, e.Event, jsonb(e.Properties))
-	case event.Identify, event.Group:
-		if e.Type == event.Group {
-			row = append(row, e.GroupID)
-		}
-		row = append(row, jsonb(e.Traits))
-	case event.Page, event.Screen:
-		row = append(row, text(e.Name), text(e.Category), jsonb(e.Properties))
-	case event.Alias:
-		row = append(row, e.PreviousID)
+// stageColumns are the staging table's columns, in COPY order. kind is the event.Type.
+var stageColumns = func() []string {
+	names := []string{"kind"}
+	for _, c := range columns {
+		names = append(names, c.name)
 	}
-	return row
-}
+	return names
+}()
 
 // The upserts, per event type: copyUpsert moves rows from the staging table, arrayUpsert reads
 // them from one array parameter per column.
@@ -179,23 +137,23 @@ var copyUpsert, arrayUpsert = buildUpserts()
 // sent later, and a missing receivedAt is the sink's clock). Rows go in messageId order so that
 // concurrent flushes, in this process or in replicas, lock rows in the same order and cannot
 // deadlock.
-func buildUpserts() (fromStage, fromArrays map[event.Type]string) {
-	fromStage = make(map[event.Type]string, len(event.Types))
-	fromArrays = make(map[event.Type]string, len(event.Types))
+func buildUpserts() (fromStage, fromArrays map[event.Type]*statement) {
+	fromStage = make(map[event.Type]*statement, len(event.Types))
+	fromArrays = make(map[event.Type]*statement, len(event.Types))
 	for _, t := range event.Types {
-		cols := TableColumns(t)
+		cols := tableColumns[t]
 		quoted := make([]string, len(cols))
 		params := make([]string, len(cols))
 		set := make([]string, 0, len(cols))
 		var mine, theirs []string
 		for i, c := range cols {
-			quoted[i] = pgx.Identifier{c}.Sanitize()
-			params[i] = fmt.Sprintf("$%d::%s[]", i+1, columnTypes[c])
-			if c == "message_id" {
+			quoted[i] = pgx.Identifier{c.name}.Sanitize()
+			params[i] = fmt.Sprintf("$%d::%s[]", i+1, c.sqlType())
+			if c.name == "message_id" {
 				continue
 			}
 			set = append(set, fmt.Sprintf("%s = excluded.%[1]s", quoted[i]))
-			switch c {
+			switch c.name {
 			case "sent_at", "received_at", "timestamp":
 				continue
 			}
@@ -211,8 +169,11 @@ WHERE (%s) IS DISTINCT FROM (%s)`,
 				pgx.Identifier{t.Table()}.Sanitize(), list, source,
 				strings.Join(set, ", "), strings.Join(mine, ", "), strings.Join(theirs, ", "))
 		}
-		fromStage[t] = upsert(fmt.Sprintf("SELECT %s FROM %s WHERE kind = %d ORDER BY message_id", list, stageTable, t))
-		fromArrays[t] = upsert("SELECT * FROM unnest(" + strings.Join(params, ", ") + ") ORDER BY 1")
+		what := "upsert " + t.Table()
+		fromStage[t] = &statement{name: "segment_sink_stage_" + t.Table(), what: what, events: true,
+			sql: upsert(fmt.Sprintf("SELECT %s FROM %s WHERE kind = %d ORDER BY message_id", list, stageTable, t))}
+		fromArrays[t] = &statement{name: "segment_sink_arrays_" + t.Table(), what: what, events: true,
+			sql: upsert("SELECT * FROM unnest(" + strings.Join(params, ", ") + ") ORDER BY 1")}
 	}
 	return fromStage, fromArrays
 }
@@ -249,32 +210,16 @@ func (s *Store) writeCopy(ctx context.Context, rows []*event.Event) (changed int
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stageTable}, stageColumns, &stageRows{rows: rows}); err != nil {
 			return fmt.Errorf("copy into staging table: %w", err)
 		}
-		batch := &pgx.Batch{}
+		f := getFlush()
+		defer flushes.Put(f)
 		for _, t := range event.Types {
 			if present[t] {
-				batch.Queue(copyUpsert[t])
+				f.queue(copyUpsert[t])
 			}
 		}
-		profiles := queueProfiles(batch, rows)
-		results := tx.SendBatch(ctx, batch)
-		for _, t := range event.Types {
-			if !present[t] {
-				continue
-			}
-			tag, err := results.Exec()
-			if err != nil {
-				results.Close()
-				return fmt.Errorf("upsert %s: %w", t.Table(), err)
-			}
-			changed += tag.RowsAffected()
-		}
-		for range profiles {
-			if _, err := results.Exec(); err != nil {
-				results.Close()
-				return fmt.Errorf("update users and accounts: %w", err)
-			}
-		}
-		return results.Close()
+		f.queueProfiles(rows)
+		changed, err = f.run(ctx, tx.Conn())
+		return err
 	})
 	return changed, err
 }
@@ -316,51 +261,4 @@ func classify(err error) error {
 		}
 	}
 	return fmt.Errorf("%w: %w", event.ErrUnavailable, err)
-}
-
-// stageRows feeds COPY straight from the events, one reused row at a time.
-type stageRows struct {
-	rows []*event.Event
-	i    int
-	row  [18]any
-}
-
-func (r *stageRows) Next() bool {
-	r.i++
-	return r.i <= len(r.rows)
-}
-
-func (r *stageRows) Err() error { return nil }
-
-func (r *stageRows) Values() ([]any, error) {
-	e := r.rows[r.i-1]
-	r.row = [18]any{
-		int16(e.Type), e.MessageID, text(e.UserID), text(e.AnonymousID), e.Timestamp,
-		timestamp(e.OriginalTimestamp), timestamp(e.SentAt), e.ReceivedAt, jsonb(e.Context),
-		jsonb(e.Integrations), jsonb(e.Extra), text(e.Event), jsonb(e.Properties), jsonb(e.Traits),
-		text(e.Name), text(e.Category), text(e.GroupID), text(e.PreviousID),
-	}
-	return r.row[:], nil
-}
-
-// text, timestamp and jsonb turn an absent value into SQL NULL.
-func text(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-func timestamp(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t
-}
-
-func jsonb(raw []byte) any {
-	if raw == nil {
-		return nil
-	}
-	return json.RawMessage(raw) // pgx sends json.RawMessage to jsonb as it is, without a copy
 }

@@ -134,6 +134,37 @@ func TestWriteEveryTypeIntoItsTable(t *testing.T) {
 	})
 }
 
+// The store encodes timestamps itself (PostgreSQL's binary format counts microseconds from
+// 2000): times on either side of that epoch, at the ends of the accepted range and with
+// sub-microsecond digits read back as PostgreSQL stores them, to the microsecond.
+func TestTimestampsAtTheEdgesReadBackExactly(t *testing.T) {
+	t.Parallel()
+	stamps := []string{"0001-01-01T00:00:01Z", "1969-12-31T23:59:59.999999Z", "1970-01-01T00:00:00.000001Z",
+		"1999-12-31T23:59:59.999999Z", "2000-01-01T00:00:00Z", "2000-01-01T00:00:00.0000019Z",
+		"2024-05-01T10:00:00.123456789+05:30", "9999-12-31T23:59:59.999999Z"}
+	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
+		var events []event.Event
+		for i, ts := range stamps {
+			events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E","timestamp":%q,"sentAt":%[2]q}`, i, ts)))
+		}
+		if _, err := s.Write(context.Background(), events); err != nil {
+			t.Fatal(err)
+		}
+		for i, ts := range stamps {
+			want, _ := time.Parse(time.RFC3339Nano, ts)
+			want = want.Truncate(time.Microsecond)
+			var got, sent time.Time
+			if err := conn.QueryRow(context.Background(), `SELECT "timestamp", sent_at FROM tracks WHERE message_id = $1`,
+				fmt.Sprint("m", i)).Scan(&got, &sent); err != nil {
+				t.Fatal(err)
+			}
+			if !got.Equal(want) || !sent.Equal(want) {
+				t.Errorf("%s read back as timestamp %s, sent_at %s; want %s", ts, got.UTC(), sent.UTC(), want.UTC())
+			}
+		}
+	})
+}
+
 func TestWriteCollapsesDuplicatesInOneBatchLastWins(t *testing.T) {
 	t.Parallel()
 	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
