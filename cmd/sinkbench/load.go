@@ -32,11 +32,11 @@ type load struct {
 }
 
 type loadStats struct {
-	requests, events, errors int64
-	latencies                []time.Duration
-	acked                    map[string]bool
-	elapsed                  time.Duration
-	cpu                      cpuUse
+	requests, events, errors, refused int64
+	latencies                         []time.Duration
+	acked                             map[string]bool
+	elapsed                           time.Duration
+	cpu                               cpuUse
 }
 
 func (l load) run(ctx context.Context) *loadStats {
@@ -76,6 +76,10 @@ func (l load) run(ctx context.Context) *loadStats {
 				resp.Body.Close()
 				own.latencies = append(own.latencies, time.Since(t0))
 				own.requests++
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					own.refused++
+					continue
+				}
 				if resp.StatusCode/100 != 2 {
 					own.errors++
 					continue
@@ -92,6 +96,7 @@ func (l load) run(ctx context.Context) *loadStats {
 			total.requests += own.requests
 			total.events += own.events
 			total.errors += own.errors
+			total.refused += own.refused
 			total.latencies = append(total.latencies, own.latencies...)
 			for id := range acked {
 				total.acked[id] = true
@@ -114,7 +119,7 @@ func (s *loadStats) result() result {
 		return float64(s.latencies[int(p*float64(len(s.latencies)-1))]) / 1e6
 	}
 	return result{
-		Events: s.events, Requests: s.requests, Errors: s.errors,
+		Events: s.events, Requests: s.requests, Errors: s.errors, Refused: s.refused,
 		EventsPerSec: float64(s.events) / s.elapsed.Seconds(),
 		P50Ms:        pct(0.50), P99Ms: pct(0.99), MaxMs: pct(1),
 		CPUMicrosPerEvent: s.cpu,

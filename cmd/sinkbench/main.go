@@ -32,18 +32,19 @@ func main() {
 }
 
 type options struct {
-	serverURL    string
-	sinkBinary   string
-	duration     time.Duration
-	conns        int
-	batchConns   int
-	batchSize    int
-	out          string
-	only         string
-	sinkEnv      string
-	importEvents int
-	serve        string
-	dbURL        string
+	serverURL     string
+	sinkBinary    string
+	duration      time.Duration
+	conns         int
+	batchConns    int
+	overloadConns int
+	batchSize     int
+	out           string
+	only          string
+	sinkEnv       string
+	importEvents  int
+	serve         string
+	dbURL         string
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -56,6 +57,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&o.conns, "conns", 64, "keep-alive connections for single-event scenarios")
 	fs.IntVar(&o.batchConns, "batch-conns", 16, "keep-alive connections for the batched scenario")
 	fs.IntVar(&o.batchSize, "batch-size", 100, "events per batched request")
+	fs.IntVar(&o.overloadConns, "overload-conns", 1024, "keep-alive connections for the overload scenario (batched requests)")
 	fs.StringVar(&o.out, "out", "bench-results.json", "where to write the results as JSON")
 	fs.StringVar(&o.only, "only", "", "comma-separated scenarios to run (default: all)")
 	fs.IntVar(&o.importEvents, "import-events", 300000, "events in the archive the import scenario loads")
@@ -83,6 +85,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		{"naive-insert", naiveInsert},
 		{"sink-webhook", sinkWebhook},
 		{"sink-batch", sinkBatch},
+		{"sink-overload", sinkOverload},
 		{"sink-import", sinkImport},
 	}
 	for _, s := range steps {
@@ -122,10 +125,16 @@ type result struct {
 	P99Ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
 	Errors       int64   `json:"errors"`
-	PeakRSSMB    float64 `json:"peak_rss_mb,omitempty"`
-	Checked      int64   `json:"checked_ids,omitempty"`
-	Lost         int64   `json:"lost"`
-	Duplicated   int64   `json:"duplicated"`
+	// Refused counts the 503 answers: the sink refusing what its memory budget cannot hold.
+	Refused   int64   `json:"refused_503"`
+	PeakRSSMB float64 `json:"peak_rss_mb,omitempty"`
+	// The peak resident memory in the first and the second half of the load: a sink whose
+	// memory is bounded shows a plateau, not a climb.
+	RSSFirstHalfMB  float64 `json:"rss_first_half_mb,omitempty"`
+	RSSSecondHalfMB float64 `json:"rss_second_half_mb,omitempty"`
+	Checked         int64   `json:"checked_ids,omitempty"`
+	Lost            int64   `json:"lost"`
+	Duplicated      int64   `json:"duplicated"`
 	// CPUMicrosPerEvent splits the machine's work per event between the server under test,
 	// the load generator and PostgreSQL: what bounds the throughput.
 	CPUMicrosPerEvent cpuUse `json:"cpu_us_per_event"`
@@ -173,7 +182,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nsinkbench %s on %s (%d CPUs), %s per scenario, %d connections (%d for batches of %d)\n\n",
 		r.Started.Format("2006-01-02 15:04 UTC"), r.Host, r.CPUs, r.Duration, r.Conns, r.BatchConns, r.BatchSize)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tevents/s\tp50 ms\tp99 ms\tmax ms\terrors\tpeak RSS MB\tacked ids checked\tlost\tduplicated\tCPU µs/event: server\tload gen\tpostgres\t")
+	fmt.Fprintln(tw, "scenario\tevents/s\tp50 ms\tp99 ms\tmax ms\terrors\t503s\tpeak RSS MB\tacked ids checked\tlost\tduplicated\tCPU µs/event: server\tload gen\tpostgres\t")
 	for _, x := range r.Results {
 		rss := "-"
 		if x.PeakRSSMB > 0 {
@@ -184,11 +193,18 @@ func (r *report) print(w io.Writer) {
 			checked = fmt.Sprint(x.Checked)
 		}
 		c := x.CPUMicrosPerEvent
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n",
-			x.Name, x.EventsPerSec, x.P50Ms, x.P99Ms, x.MaxMs, x.Errors, rss, checked, x.Lost, x.Duplicated,
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t%s\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n",
+			x.Name, x.EventsPerSec, x.P50Ms, x.P99Ms, x.MaxMs, x.Errors, x.Refused, rss, checked, x.Lost, x.Duplicated,
 			c.Server, c.LoadGenerator, c.Postgres)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	for _, x := range r.Results {
+		if x.RSSSecondHalfMB > 0 {
+			fmt.Fprintf(w, "  %-28s peak RSS %.0f MB in the first half of the load, %.0f MB in the second\n",
+				x.Name+":", x.RSSFirstHalfMB, x.RSSSecondHalfMB)
+		}
+	}
 	fmt.Fprintln(w)
 	for _, k := range slices.Sorted(maps.Keys(r.Ratios)) {
 		if r.Ratios[k] > 0 {

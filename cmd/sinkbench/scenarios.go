@@ -222,6 +222,14 @@ func sinkBatch(ctx context.Context, o options, gen *generator) (result, error) {
 	return runSink(ctx, o, "sinkbench_batch", load{conns: o.batchConns, duration: o.duration, make: batchRequests(gen, "batch", o.batchSize), redeliver: 0.1}, "/v1/batch")
 }
 
+// sinkOverload sends more than the sink's memory budget can hold (by default 1024 connections
+// with 100-event batches, ~80 MB in flight against MAX_PENDING_BYTES of 64 MB) for the whole
+// run, with the default settings: the sink must answer 503 to the excess, keep writing the rest
+// exactly once, and keep its memory flat.
+func sinkOverload(ctx context.Context, o options, gen *generator) (result, error) {
+	return runSink(ctx, o, "sinkbench_overload", load{conns: o.overloadConns, duration: o.duration, make: batchRequests(gen, "overload", o.batchSize), redeliver: 0.1}, "/v1/batch")
+}
+
 // runSink starts the sink binary on a fresh database, runs the load against it, records its
 // peak memory, stops it, and checks the database.
 func runSink(ctx context.Context, o options, db string, l load, path string) (result, error) {
@@ -240,21 +248,29 @@ func runSink(ctx context.Context, o options, db string, l load, path string) (re
 		return result{}, fmt.Errorf("%w (is %s built? `make build`)", err, o.sinkBinary)
 	}
 	r := stats.result()
-	r.PeakRSSMB = float64(rss) / (1 << 20)
+	r.PeakRSSMB = float64(rss.peak) / (1 << 20)
+	r.RSSFirstHalfMB, r.RSSSecondHalfMB = float64(rss.halves[0])/(1<<20), float64(rss.halves[1])/(1<<20)
 	return r, check(ctx, dbURL, stats.acked, &r)
+}
+
+// rssUse is a process's peak resident memory, over the whole run and in each half of the load.
+type rssUse struct {
+	peak   int64
+	halves [2]int64
 }
 
 // runServer starts a server process that prints "segment-sink listening on URL", runs the load
 // against URL+path, and stops the process with SIGTERM. It returns the load's stats and the
 // process's peak resident memory.
-func runServer(ctx context.Context, cmd *exec.Cmd, l *load, path string) (*loadStats, int64, error) {
+func runServer(ctx context.Context, cmd *exec.Cmd, l *load, path string) (*loadStats, rssUse, error) {
+	var rss rssUse
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, 0, err
+		return nil, rss, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, 0, fmt.Errorf("start %s: %w", cmd.Path, err)
+		return nil, rss, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	defer cmd.Process.Kill()
 	sc := bufio.NewScanner(stdout)
@@ -265,13 +281,33 @@ func runServer(ctx context.Context, cmd *exec.Cmd, l *load, path string) (*loadS
 		}
 	}
 	if l.url == "" {
-		return nil, 0, fmt.Errorf("%s did not start", cmd.Path)
+		return nil, rss, fmt.Errorf("%s did not start", cmd.Path)
 	}
 	go io.Copy(io.Discard, stdout)
 	mark := markCPU(cmd.Process.Pid)
+	sampled := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		// The resident memory now and then, to tell a plateau from a climb.
+		defer close(sampled)
+		start := time.Now()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				half := min(int(2*time.Since(start)/l.duration), 1)
+				rss.halves[half] = max(rss.halves[half], procMemory(cmd.Process.Pid, "VmRSS:"))
+			}
+		}
+	}()
 	stats := l.run(ctx)
+	close(stop)
+	<-sampled
 	stats.cpu = mark.since(stats.events)
-	rss := peakRSS(cmd.Process.Pid)
+	rss.peak = procMemory(cmd.Process.Pid, "VmHWM:")
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 	return stats, rss, nil
@@ -345,14 +381,15 @@ func freshDatabase(ctx context.Context, serverURL, name string, migrate bool) (s
 	return u.String(), nil
 }
 
-// peakRSS reads a process's resident-memory high-water mark in bytes.
-func peakRSS(pid int) int64 {
+// procMemory reads one of a process's memory figures in /proc/PID/status (VmRSS: resident now,
+// VmHWM: its high-water mark), in bytes.
+func procMemory(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb << 10
 		}
@@ -414,7 +451,7 @@ func sinkImport(ctx context.Context, o options, gen *generator) (result, error) 
 			}
 			waiting = false
 		case <-tick.C:
-			rss = max(rss, peakRSS(cmd.Process.Pid))
+			rss = max(rss, procMemory(cmd.Process.Pid, "VmHWM:"))
 			if c := mark.since(int64(o.importEvents)); c.Server > 0 {
 				cpu = c
 			}
