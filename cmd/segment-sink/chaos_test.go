@@ -552,6 +552,55 @@ func TestOverloadWithATinyBufferStaysBoundedAndLosesNothing(t *testing.T) {
 	checkExactlyOnce(t, dbURL, res)
 }
 
+// An overloaded sink refuses a request from its headers, before it reads, checks or decodes the
+// body: doing all that only to refuse took the CPU the flushes needed. A request that would be
+// 401 (a bad signature) is therefore 503 while the budget is full.
+func TestOverloadIsRefusedBeforeTheBodyIsLookedAt(t *testing.T) {
+	const secret = "s3cret"
+	s := startSink(t, map[string]string{"SHARED_SECRET": secret, "MAX_BODY_BYTES": "4096", "MAX_PENDING_BYTES": "4096"})
+	conn := s.db(t)
+	// The flush of the first event waits on a lock, so that the event stays in the budget.
+	tx, err := conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(context.Background(), "LOCK TABLE tracks IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int, 1)
+	go func() {
+		status, _ := s.post(t, "/webhook", secret, trackEvent("held", "u"))
+		first <- status
+	}()
+	watch := s.db(t)
+	for deadline := time.Now().Add(5 * time.Second); queryInt(t, watch,
+		`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO %tracks%'`) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the first flush never waited on the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	big := fmt.Sprintf(`{"type":"track","messageId":"big","userId":"u","event":"E","properties":{"pad":%q}}`, strings.Repeat("x", 3900))
+	header := http.Header{"X-Signature": {"0000"}, "Content-Type": {"application/json"}}
+	status, body := s.do(t, "/webhook", header, big)
+	if status != http.StatusServiceUnavailable {
+		t.Errorf("a badly signed request past the budget = %d %v, want 503 before the signature is checked", status, body)
+	}
+	// With room in the budget, the same request is read, and refused for its signature.
+	if status, _ := s.do(t, "/webhook", header, `{"type":"track","messageId":"m","userId":"u","event":"E"}`); status != http.StatusUnauthorized {
+		t.Errorf("a small badly signed request = %d, want 401", status)
+	}
+
+	if err := tx.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if status := <-first; status != http.StatusOK {
+		t.Errorf("the held event = %d, want 200 once the lock is gone", status)
+	}
+}
+
 func TestReplicasWritingTheSameMessagesAtOnce(t *testing.T) {
 	dbURL := dbtest.New(t)
 	vars := func() map[string]string {

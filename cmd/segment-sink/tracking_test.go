@@ -183,6 +183,12 @@ func TestTrackingAPI(t *testing.T) {
 		{"all invalid", "/v1/batch", writeKey, false, batch(`{"type":"track"}`), 400, "no valid event in the batch"},
 		{"empty batch", "/v1/batch", writeKey, false, []byte(`{"batch":[]}`), 400, "no events"},
 		{"not an envelope", "/v1/batch", writeKey, false, []byte(`[1,2]`), 400, "batch array"},
+		{"batch not an array", "/v1/batch", writeKey, false, []byte(`{"batch":{"type":"track"}}`), 400, "batch array"},
+		{"batch null", "/v1/batch", writeKey, false, []byte(`{"batch":null}`), 400, "no events"},
+		{"envelope after the object", "/v1/batch", writeKey, false, []byte(`{"batch":[` + track("trail") + `]} x`), 400, "unexpected data after the object"},
+		{"an event nested too deeply is rejected alone", "/v1/batch", writeKey, false,
+			batch(track("deep-ok"), `{"type":"track","userId":"u","event":"E","properties":`+strings.Repeat(`{"a":`, 70)+`1`+strings.Repeat(`}`, 70)+`}`), 200,
+			`"index":1`},
 		{"envelope context not an object", "/v1/batch", writeKey, false, []byte(`{"batch":[` + track("c") + `],"context":"x"}`), 400, "context must be a JSON object"},
 		{"event over 32 KB", "/v1/batch", writeKey, false,
 			batch(track("fits"), `{"type":"track","userId":"u","event":"E","properties":{"p":"`+strings.Repeat("x", 33<<10)+`"}}`), 200, "at most 32768 are allowed"},
@@ -211,7 +217,7 @@ func TestTrackingAPI(t *testing.T) {
 			}
 		})
 	}
-	want := []string{"body-key", "single", "gz1", "gz2", "imp", "ok1", "ok2", "fits"}
+	want := []string{"body-key", "single", "gz1", "gz2", "imp", "ok1", "ok2", "fits", "deep-ok"}
 	if got := queryInt(t, conn, `SELECT count(*) FROM tracks WHERE message_id = ANY($1)`, want); got != len(want) {
 		t.Errorf("%d of the accepted tracks are stored, want %d", got, len(want))
 	}

@@ -318,6 +318,33 @@ func TestMemoryBoundRefusesAtOnce(t *testing.T) {
 	}
 }
 
+// Admit answers from the headers alone whether a request of that size fits the budget now.
+func TestAdmitChecksTheBudgetBeforeABodyIsRead(t *testing.T) {
+	t.Parallel()
+	e := track(t, "held")
+	b, g, _ := setup(t, batcher.Config{MaxPendingEvents: 10, MaxPendingBytes: int64(e.Size) + 1000})
+	if err := b.Admit(1 << 30); err != nil {
+		t.Errorf("an empty batcher refused a request: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Submit(context.Background(), []event.Event{e}) }()
+	waitFor(t, "the event to be held", func() bool { p, _ := b.Pending(); return p == 1 })
+	if err := b.Admit(500); err != nil {
+		t.Errorf("a 500-byte request refused with room for it: %v", err)
+	}
+	if err := b.Admit(5000); !errors.Is(err, event.ErrOverloaded) {
+		t.Errorf("Admit(5000) past the budget = %v, want ErrOverloaded", err)
+	}
+	g.open()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := b.Admit(1); !errors.Is(err, event.ErrClosed) {
+		t.Errorf("Admit after Close = %v, want ErrClosed", err)
+	}
+}
+
 func TestByteBudget(t *testing.T) {
 	t.Parallel()
 	e := track(t, "x")

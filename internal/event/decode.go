@@ -135,12 +135,15 @@ type member struct {
 }
 
 // name returns the member's decoded key.
-func (m member) name() string {
-	if bytes.IndexByte(m.key, '\\') < 0 {
-		return string(m.key[1 : len(m.key)-1])
+func (m member) name() string { return memberName(m.key) }
+
+// memberName decodes a raw key, quotes included, that the scanner checked.
+func memberName(key []byte) string {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1 : len(key)-1])
 	}
 	var s string
-	_ = json.Unmarshal(m.key, &s) // the scanner checked it
+	_ = json.Unmarshal(key, &s)
 	return s
 }
 
@@ -228,7 +231,7 @@ func DecodeWith(raw []byte, opts Options) (Event, error) {
 		return Event{}, err
 	}
 	d := decoder{f: f}
-	e := Event{Size: len(raw)}
+	e := Event{Size: len(raw) + eventSize}
 
 	typeName := d.str(fType)
 	if d.err == nil {
@@ -624,18 +627,57 @@ func TrimSpace(raw []byte) []byte {
 	return raw
 }
 
+// envelopeDepth is how deeply an envelope (a batch request's body) may nest, events included, as
+// encoding/json allows; each event's own nesting is held to MaxDepth when it is decoded.
+const envelopeDepth = 10000
+
+// Members checks that raw is one JSON object and calls member with the name and the raw value of
+// each of its top-level members, in order; values point into raw, nothing is copied. Only the
+// syntax is checked: what the values hold is checked when they are decoded.
+func Members(raw []byte, member func(name string, value []byte)) error {
+	s := scanner{data: raw}
+	s.skipSpace()
+	if s.pos >= len(raw) || raw[s.pos] != '{' {
+		return &FieldError{Reason: "body must be a JSON object"}
+	}
+	err := s.object(MaxDepth-envelopeDepth+1, func(key []byte, _ bool, value []byte) {
+		member(memberName(key), value)
+	})
+	if err == nil {
+		s.skipSpace()
+		if s.pos < len(raw) {
+			err = s.fail("unexpected data after the object")
+		}
+	}
+	if err != nil {
+		return &FieldError{Reason: "invalid JSON: " + err.Error()}
+	}
+	return nil
+}
+
 // SplitArray returns the raw elements of a JSON array, exactly as they appear in raw (Segment
 // signs a batch over the bytes of its first element). Only the array's syntax is checked here;
 // each element is validated when it is decoded.
 func SplitArray(raw []byte) ([][]byte, error) {
+	// Depth 0: the elements sit at depth 1, as a lone event does.
+	return splitArray(raw, 0)
+}
+
+// SplitBatch is SplitArray for the batch of a tracking API envelope: the elements may nest as
+// deeply as an envelope may, so that an event nested too deeply is refused alone when it is
+// decoded, not with the whole batch.
+func SplitBatch(raw []byte) ([][]byte, error) {
+	return splitArray(raw, MaxDepth-envelopeDepth+1)
+}
+
+func splitArray(raw []byte, depth int) ([][]byte, error) {
 	s := scanner{data: raw}
 	s.skipSpace()
 	if s.pos >= len(raw) || raw[s.pos] != '[' {
 		return nil, &FieldError{Reason: "body must be a JSON array"}
 	}
 	var elems [][]byte
-	// Depth 0: the elements sit at depth 1, as a lone event does.
-	err := s.array(0, func(v []byte) { elems = append(elems, v) })
+	err := s.array(depth, func(v []byte) { elems = append(elems, v) })
 	if err == nil {
 		s.skipSpace()
 		if s.pos < len(raw) {

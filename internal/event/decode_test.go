@@ -1,6 +1,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -499,5 +500,32 @@ func TestTrimSpaceKeepsNonJSONWhitespace(t *testing.T) {
 	}
 	if _, err := SplitArray([]byte("\v[1]")); err == nil {
 		t.Error("an array after a vertical tab is not JSON")
+	}
+}
+
+func TestMembersSplitsAnEnvelopeWithoutCopying(t *testing.T) {
+	raw := []byte(` {"batch":[{"a":1}],"w\u0061": "x", "n":null} `)
+	got := map[string]string{}
+	var batch []byte
+	err := Members(raw, func(name string, value []byte) {
+		got[name] = string(value)
+		if name == "batch" {
+			batch = value
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got["batch"] != `[{"a":1}]` || got["wa"] != `"x"` || got["n"] != "null" {
+		t.Errorf("members = %q", got)
+	}
+	raw[bytes.Index(raw, []byte("1"))] = '2'
+	if string(batch) != `[{"a":2}]` {
+		t.Errorf("the batch value %s is a copy, not a slice of the body", batch)
+	}
+	for _, bad := range []string{`[1]`, `{"a":1} x`, `{"a":}`, ``} {
+		if err := Members([]byte(bad), func(string, []byte) {}); err == nil {
+			t.Errorf("Members(%q) accepted it", bad)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+	"unsafe"
 )
 
 // Type is one of the six Segment event types.
@@ -77,10 +78,13 @@ type Event struct {
 	// event's table, so that nothing the sender sent is lost. Nil when there is none.
 	Extra json.RawMessage
 
-	// Size is the length of the raw JSON the event was decoded from; it is what the event costs
-	// in memory while it waits to be written.
+	// Size is what the event costs in memory while it waits to be written: the raw JSON it was
+	// decoded from (its values point into it) and the Event itself.
 	Size int
 }
+
+// eventSize is the memory an Event takes besides the raw JSON it points into.
+const eventSize = int(unsafe.Sizeof(Event{}))
 
 // Errors that cross the layers of the sink. Each maps to one HTTP answer in httpapi.
 var (

@@ -18,6 +18,8 @@ import (
 
 // Submitter waits until events are committed; the batcher satisfies it.
 type Submitter interface {
+	// Admit says whether a request of that many bytes can be taken now, before its body is read.
+	Admit(bytes int64) error
 	Submit(ctx context.Context, events []event.Event) error
 }
 

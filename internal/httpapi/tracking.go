@@ -86,14 +86,36 @@ func (s *Server) trackBatch(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	// The envelope is split by the event scanner, not encoding/json, so that the events point
+	// into the body: json.RawMessage would copy every one, doubling a batch's memory.
 	var envelope struct {
-		Batch        []json.RawMessage `json:"batch"`
-		Context      json.RawMessage   `json:"context"`
-		Integrations json.RawMessage   `json:"integrations"`
-		SentAt       json.RawMessage   `json:"sentAt"`
-		WriteKey     json.RawMessage   `json:"writeKey"`
+		Batch                                        []json.RawMessage
+		Context, Integrations, SentAt, WriteKey, raw json.RawMessage
 	}
-	if err := json.Unmarshal(body, &envelope); err != nil {
+	err = event.Members(body, func(name string, value []byte) {
+		switch name {
+		case "batch":
+			envelope.raw = value
+		case "context":
+			envelope.Context = value
+		case "integrations":
+			envelope.Integrations = value
+		case "sentAt":
+			envelope.SentAt = value
+		case "writeKey":
+			envelope.WriteKey = value
+		}
+	})
+	if err == nil && envelope.raw != nil && string(envelope.raw) != "null" {
+		var items [][]byte
+		if items, err = event.SplitBatch(envelope.raw); err == nil {
+			envelope.Batch = make([]json.RawMessage, len(items))
+			for i, item := range items {
+				envelope.Batch[i] = item
+			}
+		}
+	}
+	if err != nil {
 		s.fail(c, fmt.Errorf("%w: the body must be a JSON object with a batch array: %v", errBadBody, err))
 		return
 	}
@@ -242,7 +264,7 @@ func (s *Server) authorize(c *gin.Context, keyInBody func() string) error {
 // readTrackingBody reads a body of at most limit bytes, inflating it when it is gzipped; the
 // limit holds for the inflated size too, so a small gzip bomb cannot fill the memory.
 func (s *Server) readTrackingBody(c *gin.Context, limit int64) ([]byte, error) {
-	body, err := readLimited(c, limit)
+	body, err := s.readLimited(c, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ type fieldError struct {
 // (Actions) with batching) a JSON array of events. Every event of the request is valid and
 // committed, or none is stored.
 func (s *Server) webhook(c *gin.Context) {
-	body, err := readLimited(c, s.cfg.MaxBodyBytes)
+	body, err := s.readLimited(c, s.cfg.MaxBodyBytes)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -100,7 +100,7 @@ func withIndex(err error, index int) error {
 // readLimited reads the whole body, refusing one over limit bytes as soon as it is known to be,
 // and one whose Content-Type says it is not JSON. Missing, application/json and text/plain
 // (what browsers' sendBeacon sends) are taken as JSON.
-func readLimited(c *gin.Context, limit int64) ([]byte, error) {
+func (s *Server) readLimited(c *gin.Context, limit int64) ([]byte, error) {
 	if ct := c.GetHeader("Content-Type"); ct != "" {
 		mt, _, _ := strings.Cut(ct, ";")
 		switch strings.ToLower(strings.TrimSpace(mt)) {
@@ -112,9 +112,14 @@ func readLimited(c *gin.Context, limit int64) ([]byte, error) {
 	if c.Request.ContentLength > limit {
 		return nil, fmt.Errorf("%w: over %d bytes", errTooLarge, limit)
 	}
+	if err := s.sub.Admit(max(c.Request.ContentLength, 0)); err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	if n := c.Request.ContentLength; n > 0 {
-		buf.Grow(int(n))
+		// ReadFrom wants MinRead bytes free to see the end: without them a body of exactly
+		// Content-Length bytes would be copied into a buffer twice its size.
+		buf.Grow(int(n) + bytes.MinRead)
 	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	var tooLarge *http.MaxBytesError
