@@ -177,6 +177,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("unexpected arguments %q (see --help)", rest)
 	}
 	log := newLogger(cfg, stderr)
+	if limit := limitMemory(cfg.MaxPendingBytes); limit > 0 {
+		log.Info("soft memory limit", "bytes", limit, "from", "4 x MAX_PENDING_BYTES (set GOMEMLIMIT to choose)")
+	}
 
 	s, applied, err := openMigrated(ctx, cfg)
 	if err != nil {

@@ -23,7 +23,7 @@ const (
 	DefaultBatchMaxWait      = 0
 	DefaultFlushWorkers      = 2
 	DefaultMaxPendingEvents  = 50_000
-	DefaultMaxPendingBytes   = 64 << 20
+	DefaultMaxPendingBytes   = 32 << 20
 	DefaultAckTimeout        = 3 * time.Second
 	DefaultRejectedRetention = 7 * 24 * time.Hour
 	DefaultReadHeaderTimeout = 10 * time.Second
