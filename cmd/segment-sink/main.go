@@ -28,13 +28,17 @@ const defaultGCPercent = 400
 // process, leave it alone.
 var limitMemory = func(pendingBytes int64) int64 { return 0 }
 
+// minMemoryLimit keeps a small MAX_PENDING_BYTES from setting a limit under what the sink needs
+// at rest, where the garbage collector would run without pause.
+const minMemoryLimit = 64 << 20
+
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		limitMemory = func(pendingBytes int64) int64 {
-			limit := 4 * pendingBytes
+			limit := max(4*pendingBytes, minMemoryLimit)
 			debug.SetMemoryLimit(limit)
 			return limit
 		}

@@ -178,7 +178,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := newLogger(cfg, stderr)
 	if limit := limitMemory(cfg.MaxPendingBytes); limit > 0 {
-		log.Info("soft memory limit", "bytes", limit, "from", "4 x MAX_PENDING_BYTES (set GOMEMLIMIT to choose)")
+		log.Info("soft memory limit", "bytes", limit, "from", "4 x MAX_PENDING_BYTES, at least 64 MiB (set GOMEMLIMIT to choose)")
 	}
 
 	s, applied, err := openMigrated(ctx, cfg)

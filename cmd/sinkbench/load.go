@@ -72,11 +72,17 @@ func (l load) run(ctx context.Context) *loadStats {
 					}
 					continue
 				}
+				var answer []byte
+				if resp.StatusCode == http.StatusServiceUnavailable {
+					answer, _ = io.ReadAll(resp.Body)
+				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				own.latencies = append(own.latencies, time.Since(t0))
 				own.requests++
-				if resp.StatusCode == http.StatusServiceUnavailable {
+				if bytes.Contains(answer, []byte("too many events waiting")) {
+					// The sink refusing what its memory budget cannot hold; any other 503 (the
+					// database did not commit in time) is an error.
 					own.refused++
 					continue
 				}

@@ -125,7 +125,7 @@ type result struct {
 	P99Ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
 	Errors       int64   `json:"errors"`
-	// Refused counts the 503 answers: the sink refusing what its memory budget cannot hold.
+	// Refused counts the 503 answers that say the memory budget is full; other 503s are errors.
 	Refused   int64   `json:"refused_503"`
 	PeakRSSMB float64 `json:"peak_rss_mb,omitempty"`
 	// The peak resident memory in the first and the second half of the load: a sink whose

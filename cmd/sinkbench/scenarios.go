@@ -223,7 +223,7 @@ func sinkBatch(ctx context.Context, o options, gen *generator) (result, error) {
 }
 
 // sinkOverload sends more than the sink's memory budget can hold (by default 1024 connections
-// with 100-event batches, ~80 MB in flight against MAX_PENDING_BYTES of 64 MB) for the whole
+// with 100-event batches, ~80 MB in flight against MAX_PENDING_BYTES of 32 MiB) for the whole
 // run, with the default settings: the sink must answer 503 to the excess, keep writing the rest
 // exactly once, and keep its memory flat.
 func sinkOverload(ctx context.Context, o options, gen *generator) (result, error) {

@@ -41,6 +41,10 @@ type Config struct {
 	// JoinAt is how many events must wait before a flush starts while another one is running;
 	// a flush starts for any event when none is running. 0 means 1. See DefaultJoinAt.
 	JoinAt int
+	// JoinWait bounds how long events wait for JoinAt: once the oldest has waited that long, a
+	// flush starts anyway, so that a slow flush (a lock, a retry) holds nobody up. 0 means
+	// DefaultJoinWait.
+	JoinWait time.Duration
 	// MaxPendingEvents and MaxPendingBytes bound the events held in memory, waiting or being
 	// written.
 	MaxPendingEvents int
@@ -59,6 +63,9 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.JoinWait <= 0 {
+		c.JoinWait = DefaultJoinWait
+	}
 	return nil
 }
 
@@ -70,6 +77,11 @@ func (c *Config) validate() error {
 // is one flush at a time here, gave nothing. Requests of 32 events or more (batches, imports)
 // still flush side by side as before.
 const DefaultJoinAt = 32
+
+// DefaultJoinWait is the JoinWait the sink runs with: a few typical flushes (3 ms each in that
+// benchmark), so that it rarely cuts a join short, and little next to ACK_TIMEOUT when a flush
+// is stuck.
+const DefaultJoinWait = 10 * time.Millisecond
 
 // Batcher groups the events of concurrent requests into flushes.
 type Batcher struct {
@@ -209,8 +221,10 @@ func (b *Batcher) signal() {
 }
 
 func (b *Batcher) flushLoop() {
+	joinTimer := time.NewTimer(time.Hour)
+	joinTimer.Stop()
 	for {
-		batch, ok := b.next()
+		batch, ok := b.next(joinTimer)
 		if !ok {
 			return
 		}
@@ -220,13 +234,18 @@ func (b *Batcher) flushLoop() {
 }
 
 // next waits for requests and takes up to MaxEvents events' worth of them. It returns false
-// once the batcher is closed and drained.
-func (b *Batcher) next() ([]*request, bool) {
+// once the batcher is closed and drained. joinTimer is the flusher's own, for waitForMore.
+func (b *Batcher) next(joinTimer *time.Timer) ([]*request, bool) {
 	for {
 		b.mu.Lock()
 		b.dropAbandoned()
 		if len(b.queue) == 0 || b.waitForMore() {
 			closed := b.closed && len(b.queue) == 0
+			var joined <-chan time.Time
+			if len(b.queue) > 0 {
+				joinTimer.Reset(b.cfg.JoinWait - time.Since(b.queue[0].queued))
+				joined = joinTimer.C
+			}
 			b.mu.Unlock()
 			if closed {
 				return nil, false
@@ -234,7 +253,9 @@ func (b *Batcher) next() ([]*request, bool) {
 			select {
 			case <-b.wake:
 			case <-b.closing:
+			case <-joined:
 			}
+			joinTimer.Stop()
 			continue
 		}
 		if wait := b.lingerFor(); wait > 0 {
@@ -272,11 +293,12 @@ func (b *Batcher) next() ([]*request, bool) {
 }
 
 // waitForMore says whether a free flusher should leave the queue to a running flush for now:
-// while one runs, a second one starts only once JoinAt events wait, so that the flushes that run
-// side by side are worth their fixed cost. The running flusher takes the queue when it is done.
-// b.mu must be held.
+// while one runs, a second one starts only once JoinAt events wait, or once the oldest has
+// waited JoinWait, so that the flushes that run side by side are worth their fixed cost. The
+// running flusher takes the queue when it is done. b.mu must be held, and the queue not empty.
 func (b *Batcher) waitForMore() bool {
-	return b.flushing > 0 && !b.closed && b.queuedEvents < b.cfg.JoinAt
+	return b.flushing > 0 && !b.closed && b.queuedEvents < b.cfg.JoinAt &&
+		time.Since(b.queue[0].queued) < b.cfg.JoinWait
 }
 
 // lingerFor says how long to wait for the queue to fill: only with MaxWait set, while the

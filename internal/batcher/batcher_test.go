@@ -159,7 +159,7 @@ func TestConcurrentRequestsShareFlushes(t *testing.T) {
 func TestASecondFlushWaitsForJoinAtEvents(t *testing.T) {
 	t.Parallel()
 	const joinAt = 5
-	b, g, conn := setup(t, batcher.Config{Flushers: 2, JoinAt: joinAt})
+	b, g, conn := setup(t, batcher.Config{Flushers: 2, JoinAt: joinAt, JoinWait: time.Minute})
 	ctx := context.Background()
 	errs := make(chan error, joinAt+1)
 	submit := func(id string) {
@@ -186,6 +186,33 @@ func TestASecondFlushWaitsForJoinAtEvents(t *testing.T) {
 	}
 	if got, w := rows(t, conn), g.writes.Load(); got != joinAt+1 || w != 2 {
 		t.Errorf("rows = %d in %d flushes, want %d in 2", got, w, joinAt+1)
+	}
+}
+
+// A flush that does not finish (a lock, a retry) holds the events waiting for JoinAt no longer
+// than JoinWait: then a second flush starts for them.
+func TestJoinWaitBoundsTheWaitBehindASlowFlush(t *testing.T) {
+	t.Parallel()
+	const joinWait = 200 * time.Millisecond
+	b, g, conn := setup(t, batcher.Config{Flushers: 2, JoinAt: 1000, JoinWait: joinWait})
+	held := make(chan error, 1)
+	go func() { held <- b.Submit(context.Background(), []event.Event{track(t, "held")}) }()
+	waitFor(t, "the first flush", func() bool { return g.writes.Load() == 1 })
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- b.Submit(context.Background(), []event.Event{track(t, "behind")}) }()
+	waitFor(t, "a second flush", func() bool { return g.writes.Load() == 2 })
+	if waited := time.Since(start); waited < joinWait*3/4 {
+		t.Errorf("the second flush started after %s, before JoinWait (%s)", waited, joinWait)
+	}
+	g.open()
+	for _, ch := range []chan error{held, done} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := rows(t, conn); got != 2 {
+		t.Errorf("rows = %d, want 2", got)
 	}
 }
 

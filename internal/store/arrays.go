@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -65,17 +66,40 @@ func (f *flush) run(ctx context.Context, conn *pgx.Conn) (changed int64, err err
 		batch.ExecStatement(sd, values[q.from:q.to], binaryFormat, nil)
 	}
 	results := conn.PgConn().ExecBatch(ctx, batch)
-	for i := 0; results.NextResult(); i++ {
+	i := 0
+	for ; results.NextResult(); i++ {
 		tag, err := results.ResultReader().Close()
 		if err != nil {
 			results.Close()
-			return 0, fmt.Errorf("%s: %w", f.queued[i].what, err)
+			return 0, f.failed(ctx, conn, i, err)
 		}
 		if f.queued[i].events {
 			changed += tag.RowsAffected()
 		}
 	}
-	return changed, results.Close()
+	if err := results.Close(); err != nil {
+		// An error before any result of statement i (binding its parameters) ends here.
+		return 0, f.failed(ctx, conn, i, err)
+	}
+	return changed, nil
+}
+
+// invalidStatementName is SQLSTATE 26000: the prepared statement does not exist.
+const invalidStatementName = "26000"
+
+// failed names the statement an error came from. When the server no longer knows a prepared
+// statement (DEALLOCATE or DISCARD ALL on the connection, by an administrator or a pooler), the
+// connection is closed: the pool replaces it, and the retry prepares every statement afresh on a
+// clean session (deallocating instead could not run inside a failed COPY transaction).
+func (f *flush) failed(ctx context.Context, conn *pgx.Conn, i int, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == invalidStatementName {
+		_ = conn.Close(ctx)
+	}
+	if i < len(f.queued) {
+		return fmt.Errorf("%s: %w", f.queued[i].what, err)
+	}
+	return err
 }
 
 // binaryFormat says every parameter is in binary format.

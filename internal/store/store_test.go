@@ -145,7 +145,9 @@ func TestTimestampsAtTheEdgesReadBackExactly(t *testing.T) {
 	bothPaths(t, func(t *testing.T, s *store.Store, conn *pgx.Conn) {
 		var events []event.Event
 		for i, ts := range stamps {
-			events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E","timestamp":%q,"sentAt":%[2]q}`, i, ts)))
+			events = append(events, decode(t, fmt.Sprintf(`{"type":"track","messageId":"m%d","userId":"u","event":"E","timestamp":%q,"sentAt":%[2]q}`, i, ts)),
+				// users' first and last seen times are encoded by the store on both write paths.
+				decode(t, fmt.Sprintf(`{"type":"identify","messageId":"i%d","userId":"u%[1]d","timestamp":%q}`, i, ts)))
 		}
 		if _, err := s.Write(context.Background(), events); err != nil {
 			t.Fatal(err)
@@ -161,8 +163,57 @@ func TestTimestampsAtTheEdgesReadBackExactly(t *testing.T) {
 			if !got.Equal(want) || !sent.Equal(want) {
 				t.Errorf("%s read back as timestamp %s, sent_at %s; want %s", ts, got.UTC(), sent.UTC(), want.UTC())
 			}
+			var first, last time.Time
+			if err := conn.QueryRow(context.Background(), `SELECT first_seen_at, last_seen_at FROM users WHERE user_id = $1`,
+				fmt.Sprint("u", i)).Scan(&first, &last); err != nil {
+				t.Fatal(err)
+			}
+			if !first.Equal(want) || !last.Equal(want) {
+				t.Errorf("%s read back as first_seen_at %s, last_seen_at %s; want %s", ts, first.UTC(), last.UTC(), want.UTC())
+			}
 		}
 	})
+}
+
+// Statements are prepared once per connection. When the server forgets them (DEALLOCATE ALL,
+// DISCARD ALL: an administrator, a connection pooler), one write fails and the next prepares
+// them again.
+func TestWritesRecoverWhenTheConnectionForgetsItsStatements(t *testing.T) {
+	t.Parallel()
+	for _, p := range writePaths {
+		t.Run(p.name, func(t *testing.T) {
+			t.Parallel()
+			opts := p.opts
+			opts.MaxConns = 1 // one session, the one DEALLOCATE ALL runs on
+			s, conn := openWith(t, opts)
+			ctx := context.Background()
+			write := func(id string) error {
+				_, err := s.Write(ctx, []event.Event{decode(t, fmt.Sprintf(`{"type":"track","messageId":%q,"userId":"u","event":"E"}`, id))})
+				return err
+			}
+			if err := write("before"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Exec(ctx, "DEALLOCATE ALL"); err != nil {
+				t.Fatal(err)
+			}
+			failures := 0
+			for i := range 3 {
+				if err := write(fmt.Sprint("after", i)); err != nil {
+					if !errors.Is(err, event.ErrUnavailable) || !strings.Contains(err.Error(), "upsert tracks") {
+						t.Errorf("write after DEALLOCATE ALL: %v; want an unavailable error naming the statement", err)
+					}
+					failures++
+				}
+			}
+			if failures > 1 {
+				t.Errorf("%d of 3 writes failed after DEALLOCATE ALL; the statements must be prepared again after one", failures)
+			}
+			if got := count(t, conn, `SELECT count(*) FROM tracks`); got != 4-failures {
+				t.Errorf("rows = %d, want %d", got, 4-failures)
+			}
+		})
+	}
 }
 
 func TestWriteCollapsesDuplicatesInOneBatchLastWins(t *testing.T) {
